@@ -1,0 +1,213 @@
+//! Builds every component from the configuration, runs them, and shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderValue, Method};
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Verifier, mint_hs256};
+use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
+use crate::delivery::Delivery;
+use crate::health::{Health, Stats};
+use crate::http::{self, HttpState};
+use crate::kafka::consumer::{self, GroupConsumer};
+use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
+use crate::routing::RoutingRules;
+use crate::{demo, socket};
+
+/// A built, bound, not yet running service.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    router: Router,
+    consumer: GroupConsumer,
+    delivery: Delivery,
+    health: Arc<Health>,
+    brokers: String,
+    // Kept alive for the life of the app; dropping it stops the broker.
+    dev_broker: Option<DevBroker>,
+}
+
+impl App {
+    /// Starts the development broker if needed, binds the port and creates the consumer.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let dev_broker = match &config.kafka.brokers {
+            Some(_) => None,
+            None => {
+                let broker = DevBroker::start(&DEV_TOPICS, 3).context("starting the embedded development broker")?;
+                tracing::warn!(
+                    bootstrap = broker.bootstrap_servers(),
+                    "KAFKA_BROKERS is not set: using an EMBEDDED DEVELOPMENT BROKER (in memory, this process only). Never use this in production."
+                );
+                Some(broker)
+            }
+        };
+        let brokers = match (&config.kafka.brokers, &dev_broker) {
+            (Some(b), _) => b.clone(),
+            (None, Some(d)) => d.bootstrap_servers().to_owned(),
+            (None, None) => unreachable!("a dev broker is started whenever no brokers are configured"),
+        };
+
+        let health = Arc::new(Health::new(dev_broker.is_some()));
+        let stats = Arc::new(Stats::default());
+        let verifier = Arc::new(Verifier::new(&config.jwt_key)?);
+
+        let (sio_layer, io) = SocketIo::builder().with_state(verifier).with_state(stats.clone()).build_layer();
+        socket::register(&io);
+
+        let router = http::router(HttpState { health: health.clone(), stats: stats.clone() })
+            .layer(sio_layer)
+            .layer(cors_layer(&config.cors_origins)?);
+
+        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("binding {} (PORT)", config.bind))?;
+        let consumer = consumer::create(&config.kafka, &brokers, health.clone()).context("creating the Kafka consumer")?;
+        let delivery = Delivery::new(io, RoutingRules { low_stock_threshold: config.low_stock_threshold }, stats);
+
+        Ok(App { config, listener, router, consumer, delivery, health, brokers, dev_broker })
+    }
+
+    /// The address the server is bound to (useful with `PORT=0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The Kafka bootstrap servers in use (the embedded broker's when none were configured).
+    pub fn kafka_brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// Serves until `shutdown` fires, then drains: readiness off, consumer stopped and
+    /// committed, HTTP closed — all within the configured grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App { config, listener, router, consumer, delivery, health, brokers, dev_broker } = self;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+
+        let consumer_stop = CancellationToken::new();
+        let consumer_task = tokio::spawn(consumer::run(consumer, delivery, consumer_stop.clone()));
+
+        if dev_broker.is_some() {
+            print_dev_banner(&config, &brokers, listener.local_addr()?);
+            if config.dev_demo_rate > 0 {
+                let (brokers, rate, stop) = (brokers.clone(), config.dev_demo_rate, shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = demo::run(&brokers, rate, None, stop).await {
+                        tracing::warn!(%error, "demo producer stopped");
+                    }
+                });
+            }
+        }
+
+        let http_stop = CancellationToken::new();
+        let server = tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(http_stop.clone().cancelled_owned()).into_future());
+
+        shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+        tracing::info!(grace = ?config.shutdown_grace, "shutdown: readiness is now false");
+        health.start_draining();
+
+        tracing::info!("shutdown: stopping the consumer");
+        consumer_stop.cancel();
+        if tokio::time::timeout_at(deadline, consumer_task).await.is_err() {
+            tracing::warn!("shutdown: consumer did not stop within the grace period");
+        }
+
+        tracing::info!("shutdown: closing the HTTP server");
+        http_stop.cancel();
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server error"),
+            Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
+            // Open WebSockets keep connections alive; the process exit closes them and
+            // clients reconnect (to another node behind the load balancer).
+            Err(_) => tracing::info!("shutdown: grace period over, closing remaining connections"),
+        }
+        drop(dev_broker);
+        tracing::info!("shutdown: done");
+        Ok(())
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        trigger.cancel();
+    });
+    app.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn cors_layer(origins: &CorsOrigins) -> anyhow::Result<CorsLayer> {
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => {
+            let values = list
+                .iter()
+                .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS_ORIGINS: {o:?} is not a valid header value")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            AllowOrigin::list(values)
+        }
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600)))
+}
+
+fn print_dev_banner(config: &Config, brokers: &str, addr: SocketAddr) {
+    if config.app_env != AppEnv::Development {
+        return;
+    }
+    let mut banner = format!(
+        "\n==== realtime-bridge DEVELOPMENT MODE ====\n\
+         Embedded Kafka (development only): {brokers}\n\
+         Socket.IO / HTTP: http://127.0.0.1:{port}   probes: /health/ready\n\
+         Demo events: {rate}/s (DEV_DEMO_RATE); more with: realtime-bridge demo --brokers {brokers}\n",
+        port = addr.port(),
+        rate = config.dev_demo_rate,
+    );
+    if let JwtKey::GeneratedDev(secret) = &config.jwt_key {
+        let day = Duration::from_secs(24 * 3600);
+        banner.push_str(&format!(
+            "JWT key: generated for this run only (set JWT_SECRET to choose one).\n\
+             Buyer token ({buyer}): {}\n\
+             Admin token (admin):      {}\n",
+            mint_hs256(secret, demo::DEMO_BUYER, false, day),
+            mint_hs256(secret, "admin", true, day),
+            buyer = demo::DEMO_BUYER,
+        ));
+    }
+    banner.push_str("==========================================\n");
+    println!("{banner}");
+}

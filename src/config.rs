@@ -1,0 +1,378 @@
+//! Every environment variable the service reads, with defaults and validation.
+//!
+//! The configuration is loaded once at start. A bad value stops the process with an
+//! error naming the variable, so a misconfigured pod fails its rollout instead of
+//! running half-working.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// The default topic subscriptions: one regex per event family.
+pub const DEFAULT_TOPICS: &str = r"^order\..*,^inventory\..*,^product\..*";
+
+/// A configuration problem, always naming the variable at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The value could not be parsed or is out of range.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong with it (never the value itself for secrets).
+        reason: String,
+    },
+    /// A variable that production requires is missing.
+    #[error("{var} must be set when APP_ENV=production ({reason})")]
+    RequiredInProduction {
+        /// The environment variable.
+        var: &'static str,
+        /// Why production needs it.
+        reason: &'static str,
+    },
+}
+
+/// Whether the process runs as a developer's playground or for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    /// Lenient defaults: embedded broker, generated JWT key, any CORS origin.
+    Development,
+    /// Strict: every secret and endpoint must be given explicitly.
+    Production,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, for terminals.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The key that verifies client JWTs; the algorithm is pinned by the key type.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Hs256Secret(String),
+    /// RS256 with a PEM-encoded public key.
+    Rs256PublicPem(String),
+    /// Development only: a random HS256 secret generated at start.
+    GeneratedDev(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print key material, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Hs256Secret(_) => f.write_str("Hs256Secret(<redacted>)"),
+            JwtKey::Rs256PublicPem(_) => f.write_str("Rs256PublicPem(<public key>)"),
+            JwtKey::GeneratedDev(_) => f.write_str("GeneratedDev(<redacted>)"),
+        }
+    }
+}
+
+/// Which origins browsers may call from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin, without credentials (development only).
+    Any,
+    /// Exactly these origins.
+    List(Vec<String>),
+}
+
+/// Where `auto.offset.reset` starts a group that has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// Only records produced after the group first joins.
+    Latest,
+    /// Everything the topic still retains.
+    Earliest,
+}
+
+impl OffsetReset {
+    /// The librdkafka spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Latest => "latest",
+            OffsetReset::Earliest => "earliest",
+        }
+    }
+}
+
+/// Kafka consumer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; `None` starts the embedded development broker.
+    pub brokers: Option<String>,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic names or `^`-prefixed regexes.
+    pub topics: Vec<String>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u32,
+    /// `fetch.wait.max.ms`.
+    pub fetch_wait_max_ms: u32,
+    /// `topic.metadata.refresh.interval.ms`: how fast new topics matching a regex are seen.
+    pub metadata_refresh_ms: u32,
+    /// `auto.offset.reset`.
+    pub offset_reset: OffsetReset,
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Development or production.
+    pub app_env: AppEnv,
+    /// Address the HTTP / Socket.IO server binds.
+    pub bind: SocketAddr,
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// Client JWT verification key.
+    pub jwt_key: JwtKey,
+    /// Allowed browser origins.
+    pub cors_origins: CorsOrigins,
+    /// Stock at or below which an `admin:inventory:low-stock` alert is raised.
+    pub low_stock_threshold: i64,
+    /// `tracing` filter directives.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// How long shutdown may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+    /// Demo events per second published to the embedded broker (0 = none).
+    pub dev_demo_rate: u32,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    /// Reads the configuration from any key lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable counts as unset, as in most container tooling.
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let app_env = match get("APP_ENV").as_deref() {
+            None | Some("development") | Some("dev") => AppEnv::Development,
+            Some("production") | Some("prod") => AppEnv::Production,
+            Some(other) => {
+                return Err(invalid("APP_ENV", format!("expected development or production, got {other:?}")));
+            }
+        };
+        let prod = app_env == AppEnv::Production;
+
+        let port: u16 = parse(&get, "PORT", 3009)?;
+        let host: IpAddr = parse(&get, "HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+
+        let brokers = get("KAFKA_BROKERS");
+        if prod && brokers.is_none() {
+            return Err(ConfigError::RequiredInProduction {
+                var: "KAFKA_BROKERS",
+                reason: "the embedded broker is for development only",
+            });
+        }
+        let topics: Vec<String> = get("KAFKA_TOPICS")
+            .unwrap_or_else(|| DEFAULT_TOPICS.to_owned())
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if topics.is_empty() {
+            return Err(invalid("KAFKA_TOPICS", "no topic or pattern given".into()));
+        }
+        let offset_reset = match get("KAFKA_AUTO_OFFSET_RESET").as_deref() {
+            None | Some("latest") => OffsetReset::Latest,
+            Some("earliest") => OffsetReset::Earliest,
+            Some(other) => {
+                return Err(invalid("KAFKA_AUTO_OFFSET_RESET", format!("expected latest or earliest, got {other:?}")));
+            }
+        };
+        let kafka = KafkaConfig {
+            brokers,
+            group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "realtime-bridge".to_owned()),
+            topics,
+            session_timeout_ms: parse_range(&get, "KAFKA_SESSION_TIMEOUT_MS", 45_000, 1_000..=300_000)?,
+            fetch_wait_max_ms: parse_range(&get, "KAFKA_FETCH_WAIT_MAX_MS", 100, 0..=60_000)?,
+            metadata_refresh_ms: parse_range(&get, "KAFKA_METADATA_REFRESH_MS", 5_000, 100..=10_000)?,
+            offset_reset,
+        };
+
+        let jwt_key = match (get("JWT_SECRET"), get("JWT_PUBLIC_KEY")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("JWT_SECRET", "set either JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256), not both".into()));
+            }
+            (Some(secret), None) => {
+                if secret.len() < 32 {
+                    return Err(invalid("JWT_SECRET", "must be at least 32 bytes for HS256".into()));
+                }
+                JwtKey::Hs256Secret(secret)
+            }
+            (None, Some(pem)) => {
+                // Accept a PEM with literal "\n", as .env files often carry it on one line.
+                let pem = pem.replace("\\n", "\n");
+                if jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err() {
+                    return Err(invalid("JWT_PUBLIC_KEY", "not a PEM-encoded RSA public key".into()));
+                }
+                JwtKey::Rs256PublicPem(pem)
+            }
+            (None, None) if prod => {
+                return Err(ConfigError::RequiredInProduction {
+                    var: "JWT_SECRET",
+                    reason: "or JWT_PUBLIC_KEY: clients cannot be authenticated without a key",
+                });
+            }
+            (None, None) => JwtKey::GeneratedDev(random_secret()),
+        };
+
+        let cors_origins = match get("CORS_ORIGINS") {
+            None if prod => {
+                return Err(ConfigError::RequiredInProduction {
+                    var: "CORS_ORIGINS",
+                    reason: "list the storefront and dashboard origins",
+                });
+            }
+            None => CorsOrigins::Any,
+            Some(v) if v == "*" => {
+                if prod {
+                    return Err(invalid("CORS_ORIGINS", "\"*\" is refused in production; list the origins".into()));
+                }
+                CorsOrigins::Any
+            }
+            Some(v) => {
+                let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+                if let Some(bad) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+                    return Err(invalid("CORS_ORIGINS", format!("{bad:?} is not an http(s) origin")));
+                }
+                CorsOrigins::List(list)
+            }
+        };
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None if prod => LogFormat::Json,
+            None | Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
+        };
+        let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid("LOG_LEVEL", format!("{log_level:?} is not a tracing filter (e.g. info, debug, realtime_bridge=debug)")));
+        }
+
+        Ok(Config {
+            app_env,
+            bind: SocketAddr::new(host, port),
+            kafka,
+            jwt_key,
+            cors_origins,
+            low_stock_threshold: parse_range(&get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
+            log_level,
+            log_format,
+            shutdown_grace: Duration::from_secs(parse_range(&get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?),
+            dev_demo_rate: parse_range(&get, "DEV_DEMO_RATE", 1, 0..=10_000)?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { var, reason }
+}
+
+fn parse<T: std::str::FromStr>(get: impl Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e| invalid(var, format!("{v:?}: {e}"))),
+    }
+}
+
+fn parse_range<T>(get: impl Fn(&str) -> Option<String>, var: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::fmt::Display,
+{
+    let v = parse(get, var, default)?;
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(var, format!("{v} is outside {}..={}", range.start(), range.end())))
+    }
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_start_in_development_with_embedded_broker() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert_eq!(c.bind.port(), 3009);
+        assert_eq!(c.kafka.brokers, None);
+        assert_eq!(c.kafka.group_id, "realtime-bridge");
+        assert_eq!(c.kafka.topics, vec![r"^order\..*", r"^inventory\..*", r"^product\..*"]);
+        assert_eq!(c.low_stock_threshold, 5);
+        assert!(matches!(c.jwt_key, JwtKey::GeneratedDev(_)));
+        assert_eq!(c.cors_origins, CorsOrigins::Any);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = load(&[("PORT", "eighty")]).unwrap_err();
+        assert!(e.to_string().starts_with("PORT:"), "{e}");
+        let e = load(&[("KAFKA_SESSION_TIMEOUT_MS", "10")]).unwrap_err();
+        assert!(e.to_string().starts_with("KAFKA_SESSION_TIMEOUT_MS:"), "{e}");
+        let e = load(&[("LOW_STOCK_THRESHOLD", "-1")]).unwrap_err();
+        assert!(e.to_string().starts_with("LOW_STOCK_THRESHOLD:"), "{e}");
+        let e = load(&[("JWT_SECRET", "short")]).unwrap_err();
+        assert!(e.to_string().starts_with("JWT_SECRET:"), "{e}");
+        let e = load(&[("JWT_PUBLIC_KEY", "not a pem")]).unwrap_err();
+        assert!(e.to_string().starts_with("JWT_PUBLIC_KEY:"), "{e}");
+        let e = load(&[("CORS_ORIGINS", "example.com")]).unwrap_err();
+        assert!(e.to_string().starts_with("CORS_ORIGINS:"), "{e}");
+        let e = load(&[("APP_ENV", "staging")]).unwrap_err();
+        assert!(e.to_string().starts_with("APP_ENV:"), "{e}");
+    }
+
+    #[test]
+    fn production_refuses_missing_key_brokers_and_wildcard_cors() {
+        let base = [("APP_ENV", "production"), ("KAFKA_BROKERS", "kafka:9092"), ("JWT_SECRET", SECRET), ("CORS_ORIGINS", "https://shop.example.com")];
+        let ok = load(&base).unwrap();
+        assert_eq!(ok.log_format, LogFormat::Json);
+        assert_eq!(ok.cors_origins, CorsOrigins::List(vec!["https://shop.example.com".into()]));
+
+        let without = |var: &str| base.iter().copied().filter(|(k, _)| *k != var).collect::<Vec<_>>();
+        assert!(matches!(load(&without("JWT_SECRET")), Err(ConfigError::RequiredInProduction { var: "JWT_SECRET", .. })));
+        assert!(matches!(load(&without("KAFKA_BROKERS")), Err(ConfigError::RequiredInProduction { var: "KAFKA_BROKERS", .. })));
+        assert!(matches!(load(&without("CORS_ORIGINS")), Err(ConfigError::RequiredInProduction { var: "CORS_ORIGINS", .. })));
+
+        let mut star = without("CORS_ORIGINS");
+        star.push(("CORS_ORIGINS", "*"));
+        assert!(matches!(load(&star), Err(ConfigError::Invalid { var: "CORS_ORIGINS", .. })));
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = load(&[("JWT_SECRET", SECRET)]).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
+    }
+}

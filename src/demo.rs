@@ -1,0 +1,115 @@
+//! A realistic stream of order, inventory and product events, for newcomers and benchmarks.
+//!
+//! Orders of the demo buyer (`demo-buyer`) and a few others move through
+//! created → paid → shipped → delivered (every fifth is cancelled instead); a few products
+//! sell down to low and out of stock and are restocked; prices change now and then.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The user id whose events the printed development buyer token receives.
+pub const DEMO_BUYER: &str = "demo-buyer";
+
+const PRODUCTS: [(&str, &str, &str, f64); 3] =
+    [("p-100", "Espresso cup", "CUP-ESP", 9.5), ("p-200", "Pour-over kettle", "KET-PO", 49.0), ("p-300", "Coffee beans 1kg", "BEAN-1K", 24.0)];
+
+/// The `n`-th event of the demo stream: topic, key and JSON value.
+pub fn demo_event(n: u64) -> (&'static str, String, Value) {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    // Every step of four advances one order; the fourth step alternates inventory and product news.
+    let order_no = n / 4;
+    let order_id = format!("{}", 1000 + order_no);
+    let buyer = if order_no % 2 == 0 { DEMO_BUYER.to_owned() } else { format!("buyer-{}", order_no % 7) };
+    let cancelled = order_no % 5 == 4;
+    match n % 4 {
+        0 => ("order.created", order_id.clone(), json!({
+            "orderId": order_id, "buyerId": buyer, "status": "pending",
+            "totalAmount": 10.0 + (order_no % 9) as f64 * 7.5, "createdAt": now,
+        })),
+        1 if cancelled => ("order.cancelled", order_id.clone(), json!({
+            "orderId": order_id, "buyerId": buyer, "status": "cancelled", "previousStatus": "pending",
+            "reason": "payment declined", "cancelledAt": now,
+        })),
+        1 => order_update(&order_id, &buyer, "paid", "pending", &now),
+        2 if cancelled => product_update(order_no, &now),
+        2 => order_update(&order_id, &buyer, "shipped", "paid", &now),
+        _ if order_no % 2 == 0 => {
+            let (id, name, sku, _) = PRODUCTS[(order_no / 2 % 3) as usize];
+            // Sells from 8 down by 2 per step: 8, 6, 4 (low), 2, 0 (out), then restocks.
+            let level = |k: u64| 8 - 2 * (k % 5) as i64;
+            let k = order_no / 6;
+            let previous = if k % 5 == 0 { 0 } else { level(k - 1) };
+            ("inventory.updated", id.to_owned(), json!({
+                "productId": id, "productName": name, "sku": sku,
+                "stock": level(k), "previousStock": previous, "updatedAt": now,
+            }))
+        }
+        _ => order_update(&order_id, &buyer, "delivered", "shipped", &now),
+    }
+}
+
+fn order_update(order_id: &str, buyer: &str, status: &str, previous: &str, now: &str) -> (&'static str, String, Value) {
+    ("order.updated", order_id.to_owned(), json!({
+        "orderId": order_id, "buyerId": buyer, "status": status, "previousStatus": previous, "updatedAt": now,
+    }))
+}
+
+fn product_update(n: u64, now: &str) -> (&'static str, String, Value) {
+    let (id, name, sku, price) = PRODUCTS[(n % 3) as usize];
+    ("product.updated", id.to_owned(), json!({
+        "productId": id, "name": name, "sku": sku, "price": price + (n % 4) as f64, "updatedAt": now,
+    }))
+}
+
+/// Publishes the demo stream at `rate` events per second until `count` events or `cancel`.
+pub async fn run(brokers: &str, rate: u32, count: Option<u64>, cancel: CancellationToken) -> anyhow::Result<u64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "realtime-bridge-demo")
+        .set("linger.ms", "5")
+        .create()?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    let mut sent = 0u64;
+    while count.is_none_or(|c| sent < c) {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let (topic, key, value) = demo_event(sent);
+        let payload = value.to_string();
+        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        match producer.send(record, Duration::from_secs(5)).await {
+            Ok(_) => tracing::debug!(topic, key, "demo event published"),
+            Err((error, _)) => tracing::warn!(topic, %error, "demo event not published"),
+        }
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Event;
+
+    #[test]
+    fn every_demo_event_parses_and_the_demo_buyer_gets_orders() {
+        let mut buyer_orders = 0;
+        let mut out_of_stock = 0;
+        for n in 0..400 {
+            let (topic, _, value) = demo_event(n);
+            let e = Event::parse(topic, Some(value.to_string().as_bytes())).unwrap_or_else(|e| panic!("event {n} on {topic}: {e}"));
+            match e {
+                Event::Order { order, .. } if order.buyer_id == DEMO_BUYER => buyer_orders += 1,
+                Event::Inventory(inv) if inv.stock == 0 => out_of_stock += 1,
+                _ => {}
+            }
+        }
+        assert!(buyer_orders > 50, "{buyer_orders}");
+        assert!(out_of_stock > 0);
+    }
+}

@@ -1,0 +1,374 @@
+//! The typed business events and the envelope every socket payload is wrapped in.
+//!
+//! Pure: no I/O. A Kafka record (topic + JSON bytes) becomes an [`Event`] or a
+//! [`ParseError`] that says exactly what is wrong, so a bad record can be logged
+//! (and later dead-lettered) without guessing.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a record could not become an event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The topic is under a subscribed pattern but no event type is known for it.
+    #[error("no event type for topic {0:?}")]
+    UnknownTopic(String),
+    /// The record has no value (a tombstone or an empty produce).
+    #[error("record has no payload")]
+    EmptyPayload,
+    /// Not JSON, wrong JSON type, or a required field missing / mistyped.
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// A required string field is present but empty.
+    #[error("field {0:?} must not be empty")]
+    EmptyField(&'static str),
+}
+
+/// What happened to an order: `order.created`, `order.updated`, `order.cancelled`, or any `order.<action>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderEvent {
+    /// The order's id (numbers are accepted and kept as text).
+    #[serde(deserialize_with = "id_text")]
+    pub order_id: String,
+    /// The buyer; order services that say `userId` are accepted too.
+    #[serde(alias = "userId", deserialize_with = "id_text")]
+    pub buyer_id: String,
+    /// The order's status after this event; defaults to `cancelled` on `order.cancelled`.
+    #[serde(default)]
+    pub status: String,
+    /// The status before this event, when the producer knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<String>,
+    /// Order total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_amount: Option<f64>,
+    /// Why (cancellations, refunds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the order was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When the order last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// When the order was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+}
+
+/// A product's stock level changed: `inventory.updated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEvent {
+    /// The product's id.
+    #[serde(deserialize_with = "id_text")]
+    pub product_id: String,
+    /// Units in stock now.
+    pub stock: i64,
+    /// Units in stock before, when known; alerts fire only on a crossing when it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stock: Option<i64>,
+    /// Stock keeping unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_name: Option<String>,
+    /// When the stock changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A product was created or changed: `product.created`, `product.updated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductEvent {
+    /// The product's id.
+    #[serde(deserialize_with = "id_text")]
+    pub product_id: String,
+    /// Display name (required on `product.created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stock keeping unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Unit price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    /// Units in stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<i64>,
+    /// When the product changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// One business event, with the action taken from its topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `order.<action>`; the action is e.g. `created`, `updated`, `cancelled`, `returned`.
+    Order {
+        /// The topic suffix.
+        action: String,
+        /// The payload.
+        order: OrderEvent,
+    },
+    /// `inventory.updated`.
+    Inventory(InventoryEvent),
+    /// `product.created` / `product.updated`.
+    Product {
+        /// `created` or `updated`.
+        action: ProductAction,
+        /// The payload.
+        product: ProductEvent,
+    },
+}
+
+/// The two product topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductAction {
+    /// `product.created`.
+    Created,
+    /// `product.updated`.
+    Updated,
+}
+
+impl ProductAction {
+    /// The topic suffix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductAction::Created => "created",
+            ProductAction::Updated => "updated",
+        }
+    }
+}
+
+impl Event {
+    /// Parses a record value published on `topic`.
+    pub fn parse(topic: &str, payload: Option<&[u8]>) -> Result<Event, ParseError> {
+        let (family, action) = topic.split_once('.').ok_or_else(|| ParseError::UnknownTopic(topic.to_owned()))?;
+        // Decide the type before touching the payload so an unknown topic is reported as such.
+        enum Kind {
+            Order,
+            Inventory,
+            Product(ProductAction),
+        }
+        let kind = match (family, action) {
+            ("order", a) if is_action(a) => Kind::Order,
+            ("inventory", "updated") => Kind::Inventory,
+            ("product", "created") => Kind::Product(ProductAction::Created),
+            ("product", "updated") => Kind::Product(ProductAction::Updated),
+            _ => return Err(ParseError::UnknownTopic(topic.to_owned())),
+        };
+        let payload = payload.filter(|p| !p.is_empty()).ok_or(ParseError::EmptyPayload)?;
+        // serde would also read a struct from a JSON array; events are objects only.
+        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ParseError::InvalidPayload("expected a JSON object".to_owned()));
+        }
+        let invalid = |e: serde_json::Error| ParseError::InvalidPayload(e.to_string());
+        match kind {
+            Kind::Order => {
+                let mut order: OrderEvent = serde_json::from_slice(payload).map_err(invalid)?;
+                if order.status.is_empty() && action == "cancelled" {
+                    order.status = "cancelled".to_owned();
+                }
+                non_empty("orderId", &order.order_id)?;
+                non_empty("buyerId", &order.buyer_id)?;
+                non_empty("status", &order.status)?;
+                Ok(Event::Order { action: action.to_owned(), order })
+            }
+            Kind::Inventory => {
+                let inv: InventoryEvent = serde_json::from_slice(payload).map_err(invalid)?;
+                non_empty("productId", &inv.product_id)?;
+                Ok(Event::Inventory(inv))
+            }
+            Kind::Product(action) => {
+                let product: ProductEvent = serde_json::from_slice(payload).map_err(invalid)?;
+                non_empty("productId", &product.product_id)?;
+                if action == ProductAction::Created {
+                    non_empty("name", product.name.as_deref().unwrap_or(""))?;
+                }
+                Ok(Event::Product { action, product })
+            }
+        }
+    }
+
+    /// The dotted type, e.g. `order.updated`.
+    pub fn event_type(&self) -> String {
+        match self {
+            Event::Order { action, .. } => format!("order.{action}"),
+            Event::Inventory(_) => "inventory.updated".to_owned(),
+            Event::Product { action, .. } => format!("product.{}", action.as_str()),
+        }
+    }
+
+    /// The payload as the JSON clients receive in `data`.
+    pub fn data(&self) -> serde_json::Value {
+        // Serializing plain structs of strings and numbers cannot fail.
+        match self {
+            Event::Order { order, .. } => serde_json::to_value(order),
+            Event::Inventory(inv) => serde_json::to_value(inv),
+            Event::Product { product, .. } => serde_json::to_value(product),
+        }
+        .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How urgent a notification is, for the client's UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Informational.
+    Low,
+    /// Worth a toast.
+    Normal,
+    /// Needs attention (cancellations, out of stock).
+    High,
+}
+
+/// The one payload shape every socket event carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// Unique and stable per source record (`topic:partition:offset` for Kafka): clients de-duplicate by it.
+    pub id: String,
+    /// The dotted event type, e.g. `order.updated` or `inventory.low-stock`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the event happened (RFC 3339, UTC).
+    pub occurred_at: String,
+    /// The event's fields.
+    pub data: serde_json::Value,
+    /// A sentence for people, added by routing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How urgent, added by routing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+}
+
+/// Where a record came from; gives the envelope its stable id and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Stable unique id for the record.
+    pub id: String,
+    /// RFC 3339 time of the record.
+    pub occurred_at: String,
+}
+
+impl Source {
+    /// The source of a Kafka record: its coordinates are its identity.
+    pub fn kafka(topic: &str, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> Source {
+        Source { id: format!("{topic}:{partition}:{offset}"), occurred_at: rfc3339_millis(timestamp_ms) }
+    }
+}
+
+/// Formats epoch milliseconds (or now, when absent or negative) as RFC 3339 UTC.
+pub fn rfc3339_millis(ms: Option<i64>) -> String {
+    let t = match ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        None => std::time::SystemTime::now(),
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn is_action(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn non_empty(field: &'static str, v: &str) -> Result<(), ParseError> {
+    if v.trim().is_empty() { Err(ParseError::EmptyField(field)) } else { Ok(()) }
+}
+
+/// Ids arrive as strings from some services and as integers from others; rooms need text.
+fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Int(i64),
+        Uint(u64),
+    }
+    Ok(match Id::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or integer id"))? {
+        Id::Text(s) => s,
+        Id::Int(i) => i.to_string(),
+        Id::Uint(u) => u.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(topic: &str, v: serde_json::Value) -> Result<Event, ParseError> {
+        Event::parse(topic, Some(v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn order_with_user_id_alias_and_numeric_ids() {
+        let e = parse("order.updated", json!({"orderId": 123, "userId": 42, "status": "shipped", "previousStatus": "paid", "extra": true})).unwrap();
+        let Event::Order { action, order } = e else { panic!("not an order") };
+        assert_eq!(action, "updated");
+        assert_eq!(order.order_id, "123");
+        assert_eq!(order.buyer_id, "42");
+        assert_eq!(order.status, "shipped");
+        assert_eq!(order.previous_status.as_deref(), Some("paid"));
+    }
+
+    #[test]
+    fn order_requires_ids_and_status() {
+        assert!(matches!(parse("order.updated", json!({"buyerId": "u1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("orderId")));
+        assert!(matches!(parse("order.updated", json!({"orderId": "o1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("buyerId")));
+        assert_eq!(parse("order.updated", json!({"orderId": "o1", "buyerId": "u1"})), Err(ParseError::EmptyField("status")));
+        assert_eq!(parse("order.created", json!({"orderId": "o1", "buyerId": " ", "status": "x"})), Err(ParseError::EmptyField("buyerId")));
+        assert!(matches!(parse("order.created", json!({"orderId": {"a": 1}, "buyerId": "u", "status": "x"})), Err(ParseError::InvalidPayload(_))));
+    }
+
+    #[test]
+    fn cancelled_defaults_its_status() {
+        let Event::Order { order, .. } = parse("order.cancelled", json!({"orderId": "o1", "buyerId": "u1", "reason": "out of stock"})).unwrap() else { panic!() };
+        assert_eq!(order.status, "cancelled");
+    }
+
+    #[test]
+    fn new_order_topics_are_orders() {
+        let e = parse("order.returned", json!({"orderId": "o1", "buyerId": "u1", "status": "returned"})).unwrap();
+        assert_eq!(e.event_type(), "order.returned");
+    }
+
+    #[test]
+    fn inventory_and_product() {
+        let e = parse("inventory.updated", json!({"productId": "p1", "stock": 3, "previousStock": 9, "sku": "SKU-1"})).unwrap();
+        assert_eq!(e.event_type(), "inventory.updated");
+        assert!(matches!(parse("inventory.updated", json!({"productId": "p1", "stock": "3"})), Err(ParseError::InvalidPayload(_))));
+        assert!(matches!(parse("inventory.updated", json!({"productId": "p1"})), Err(ParseError::InvalidPayload(m)) if m.contains("stock")));
+        assert_eq!(parse("product.created", json!({"productId": "p1"})), Err(ParseError::EmptyField("name")));
+        assert!(parse("product.updated", json!({"productId": "p1", "price": 9.5})).is_ok());
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert_eq!(Event::parse("order.updated", None), Err(ParseError::EmptyPayload));
+        assert_eq!(Event::parse("order.updated", Some(b"")), Err(ParseError::EmptyPayload));
+        assert!(matches!(Event::parse("order.updated", Some(b"\xff garbage")), Err(ParseError::InvalidPayload(_))));
+        assert!(matches!(Event::parse("order.updated", Some(b"[1,2]")), Err(ParseError::InvalidPayload(_))));
+        assert!(matches!(Event::parse("inventory.reserved", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
+        assert!(matches!(Event::parse("order.Bad Name", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
+        assert!(matches!(Event::parse("orders", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn data_uses_camel_case_and_normalised_buyer() {
+        let e = parse("order.created", json!({"orderId": "o1", "userId": "u1", "status": "pending", "totalAmount": 12.5})).unwrap();
+        assert_eq!(e.data(), json!({"orderId": "o1", "buyerId": "u1", "status": "pending", "totalAmount": 12.5}));
+    }
+
+    #[test]
+    fn kafka_source_is_stable() {
+        let a = Source::kafka("order.updated", 2, 41, Some(0));
+        assert_eq!(a, Source::kafka("order.updated", 2, 41, Some(0)));
+        assert_eq!(a.id, "order.updated:2:41");
+        assert_eq!(a.occurred_at, "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,14 @@
+//! Everything that talks to Kafka: the consumer group loop and the embedded development broker.
+
+pub mod consumer;
+pub mod dev_broker;
+
+/// The topics the development broker creates and the demo producer writes to.
+pub const DEV_TOPICS: [&str; 6] = [
+    "order.created",
+    "order.updated",
+    "order.cancelled",
+    "inventory.updated",
+    "product.created",
+    "product.updated",
+];

@@ -1,0 +1,17 @@
+//! realtime-bridge: consumes business events from Kafka and pushes them to Socket.IO rooms.
+//!
+//! Data flows one way: [`kafka`] → [`events`] (parse) → [`routing`] (rooms) →
+//! [`delivery`] (emit) → [`socket`] clients. [`app`] wires it all from [`config`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod routing;
+pub mod socket;
+pub mod telemetry;

@@ -1,0 +1,72 @@
+//! The `realtime-bridge` binary: the service, plus the demo producer and a token helper.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use realtime_bridge::{app, auth, config::Config, demo, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Kafka consumer group → typed events → Socket.IO rooms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default); configured by environment variables, see the README.
+    Serve,
+    /// Publish the demo stream of order / inventory / product events to a broker.
+    Demo {
+        /// Bootstrap servers.
+        #[arg(long, env = "KAFKA_BROKERS")]
+        brokers: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+        /// Stop after this many events (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print an HS256 token signed with JWT_SECRET, for trying the service by hand.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Add the admin role.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = Config::from_env()?;
+            telemetry::init(&config.log_level, config.log_format);
+            app::serve(config).await
+        }
+        Command::Demo { brokers, rate, count } => {
+            telemetry::init("info", realtime_bridge::config::LogFormat::Pretty);
+            let stop = CancellationToken::new();
+            let trigger = stop.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                trigger.cancel();
+            });
+            let sent = demo::run(&brokers, rate, count, stop).await?;
+            println!("published {sent} demo events");
+            Ok(())
+        }
+        Command::Token { sub, admin, ttl } => {
+            let secret = std::env::var("JWT_SECRET").map_err(|_| anyhow::anyhow!("JWT_SECRET must be set to sign a token"))?;
+            println!("{}", auth::mint_hs256(&secret, &sub, admin, Duration::from_secs(ttl)));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The routing table: which socket events an [`Event`] becomes, in which rooms.
+//!
+//! | topic | socket event | room |
+//! |---|---|---|
+//! | `order.<action>` | `order:<action>` | `user:<buyerId>` |
+//! | `order.<action>` | `admin:order:<action>` | `admin:dashboard` |
+//! | `inventory.updated` | `inventory:updated` | `inventory:updates` |
+//! | `inventory.updated` (stock crosses down to ≤ threshold, > 0) | `admin:inventory:low-stock` | `admin:dashboard` |
+//! | `inventory.updated` (stock crosses down to 0) | `admin:inventory:out-of-stock` | `admin:dashboard` |
+//! | `product.<created/updated>` | `product:<action>` | `inventory:updates` |
+//! | `product.<created/updated>` | `admin:product:<action>` | `admin:dashboard` |
+//!
+//! Pure and synchronous, so the whole table is unit-tested below.
+
+use crate::events::{Envelope, Event, InventoryEvent, OrderEvent, Priority, Source};
+
+/// Every admin dashboard socket is in this room.
+pub const ADMIN_ROOM: &str = "admin:dashboard";
+/// Storefront clients watching stock levels.
+pub const INVENTORY_ROOM: &str = "inventory:updates";
+
+/// The private room of one user's sockets.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// One emit: this envelope, under this socket event name, to this room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The room name.
+    pub room: String,
+    /// The Socket.IO event name.
+    pub event: String,
+    /// The payload.
+    pub envelope: Envelope,
+}
+
+/// Settings routing depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingRules {
+    /// Stock at or below which a low-stock alert is raised.
+    pub low_stock_threshold: i64,
+}
+
+/// Turns one event into the emits it causes, in the order they should be sent.
+pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> {
+    let data = event.data();
+    let envelope = |event_type: String, message: Option<String>, priority: Option<Priority>| Envelope {
+        id: source.id.clone(),
+        event_type,
+        occurred_at: source.occurred_at.clone(),
+        data: data.clone(),
+        message,
+        priority,
+    };
+    let to = |room: &str, event: String, envelope: Envelope| Route { room: room.to_owned(), event, envelope };
+
+    match event {
+        Event::Order { action, order } => {
+            let priority = order_priority(action, order);
+            vec![
+                to(
+                    &user_room(&order.buyer_id),
+                    format!("order:{action}"),
+                    envelope(event.event_type(), Some(buyer_message(action, order)), Some(priority)),
+                ),
+                to(
+                    ADMIN_ROOM,
+                    format!("admin:order:{action}"),
+                    envelope(event.event_type(), Some(admin_order_message(action, order)), Some(priority)),
+                ),
+            ]
+        }
+        Event::Inventory(inv) => {
+            let name = product_label(inv);
+            let mut routes = vec![to(
+                INVENTORY_ROOM,
+                "inventory:updated".to_owned(),
+                envelope(event.event_type(), Some(format!("{name}: {} in stock", inv.stock)), Some(Priority::Low)),
+            )];
+            match stock_alert(inv, rules.low_stock_threshold) {
+                Some(StockAlert::OutOfStock) => routes.push(to(
+                    ADMIN_ROOM,
+                    "admin:inventory:out-of-stock".to_owned(),
+                    envelope("inventory.out-of-stock".to_owned(), Some(format!("{name} is out of stock")), Some(Priority::High)),
+                )),
+                Some(StockAlert::LowStock) => routes.push(to(
+                    ADMIN_ROOM,
+                    "admin:inventory:low-stock".to_owned(),
+                    envelope(
+                        "inventory.low-stock".to_owned(),
+                        Some(format!("{name} is low on stock: {} left", inv.stock)),
+                        Some(Priority::Normal),
+                    ),
+                )),
+                None => {}
+            }
+            routes
+        }
+        Event::Product { action, product } => {
+            let action = action.as_str();
+            let name = product.name.as_deref().unwrap_or(&product.product_id);
+            let message = Some(format!("Product {name} {action}"));
+            vec![
+                to(INVENTORY_ROOM, format!("product:{action}"), envelope(event.event_type(), message.clone(), Some(Priority::Low))),
+                to(ADMIN_ROOM, format!("admin:product:{action}"), envelope(event.event_type(), message, Some(Priority::Low))),
+            ]
+        }
+    }
+}
+
+/// A stock alert for the admin dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockAlert {
+    /// Stock fell to the threshold or below, but not to zero.
+    LowStock,
+    /// Stock fell to zero (or below, when oversold).
+    OutOfStock,
+}
+
+/// The alert an inventory change raises. With `previousStock` known, only a downward
+/// crossing alerts (so a restock or a further sale below the line stays quiet); without
+/// it the bridge cannot tell and alerts on every update at or below the line.
+pub fn stock_alert(inv: &InventoryEvent, threshold: i64) -> Option<StockAlert> {
+    let was_above = |line: i64| inv.previous_stock.is_none_or(|p| p > line);
+    if inv.stock <= 0 {
+        was_above(0).then_some(StockAlert::OutOfStock)
+    } else if inv.stock <= threshold {
+        was_above(threshold).then_some(StockAlert::LowStock)
+    } else {
+        None
+    }
+}
+
+fn product_label(inv: &InventoryEvent) -> String {
+    match (&inv.product_name, &inv.sku) {
+        (Some(name), Some(sku)) => format!("{name} ({sku})"),
+        (Some(name), None) => name.clone(),
+        (None, Some(sku)) => sku.clone(),
+        (None, None) => format!("Product {}", inv.product_id),
+    }
+}
+
+fn order_priority(action: &str, order: &OrderEvent) -> Priority {
+    match (action, order.status.as_str()) {
+        ("cancelled", _) | (_, "cancelled" | "refunded" | "payment_failed" | "failed") => Priority::High,
+        ("created", _) | (_, "shipped" | "out_for_delivery" | "delivered") => Priority::Normal,
+        _ => Priority::Low,
+    }
+}
+
+fn buyer_message(action: &str, order: &OrderEvent) -> String {
+    let id = &order.order_id;
+    let what = match (action, order.status.as_str()) {
+        ("created", _) => "has been placed".to_owned(),
+        ("cancelled", _) | (_, "cancelled") => match &order.reason {
+            Some(reason) => format!("has been cancelled: {reason}"),
+            None => "has been cancelled".to_owned(),
+        },
+        (_, "pending") => "is pending".to_owned(),
+        (_, "confirmed") => "has been confirmed".to_owned(),
+        (_, "paid") => "has been paid".to_owned(),
+        (_, "processing") => "is being prepared".to_owned(),
+        (_, "shipped") => "has shipped".to_owned(),
+        (_, "out_for_delivery") => "is out for delivery".to_owned(),
+        (_, "delivered") => "has been delivered".to_owned(),
+        (_, "refunded") => "has been refunded".to_owned(),
+        (_, "returned") => "has been returned".to_owned(),
+        (_, "payment_failed") => "could not be paid".to_owned(),
+        (_, status) => format!("is now {}", status.replace('_', " ")),
+    };
+    format!("Your order {id} {what}")
+}
+
+fn admin_order_message(action: &str, order: &OrderEvent) -> String {
+    let change = match &order.previous_status {
+        Some(prev) => format!("{prev} → {}", order.status),
+        None => order.status.clone(),
+    };
+    format!("Order {} ({action}) for buyer {}: {change}", order.order_id, order.buyer_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RULES: RoutingRules = RoutingRules { low_stock_threshold: 5 };
+
+    fn routes(topic: &str, v: serde_json::Value) -> Vec<(String, String, String)> {
+        let e = Event::parse(topic, Some(v.to_string().as_bytes())).unwrap();
+        route(&e, &Source::kafka(topic, 0, 7, Some(0)), RULES)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.envelope.id, format!("{topic}:0:7"), "one id per record");
+                (r.room, r.event, r.envelope.event_type)
+            })
+            .collect()
+    }
+
+    fn t(room: &str, event: &str, ty: &str) -> (String, String, String) {
+        (room.into(), event.into(), ty.into())
+    }
+
+    #[test]
+    fn the_routing_table() {
+        let order = json!({"orderId": "o1", "buyerId": "u1", "status": "shipped"});
+        for action in ["created", "updated", "cancelled", "returned"] {
+            assert_eq!(
+                routes(&format!("order.{action}"), order.clone()),
+                vec![
+                    t("user:u1", &format!("order:{action}"), &format!("order.{action}")),
+                    t("admin:dashboard", &format!("admin:order:{action}"), &format!("order.{action}")),
+                ]
+            );
+        }
+        assert_eq!(
+            routes("inventory.updated", json!({"productId": "p", "stock": 50})),
+            vec![t("inventory:updates", "inventory:updated", "inventory.updated")]
+        );
+        assert_eq!(
+            routes("inventory.updated", json!({"productId": "p", "stock": 5, "previousStock": 6})),
+            vec![
+                t("inventory:updates", "inventory:updated", "inventory.updated"),
+                t("admin:dashboard", "admin:inventory:low-stock", "inventory.low-stock")
+            ]
+        );
+        assert_eq!(
+            routes("inventory.updated", json!({"productId": "p", "stock": 0, "previousStock": 2})),
+            vec![
+                t("inventory:updates", "inventory:updated", "inventory.updated"),
+                t("admin:dashboard", "admin:inventory:out-of-stock", "inventory.out-of-stock")
+            ]
+        );
+        for action in ["created", "updated"] {
+            assert_eq!(
+                routes(&format!("product.{action}"), json!({"productId": "p", "name": "Mug"})),
+                vec![
+                    t("inventory:updates", &format!("product:{action}"), &format!("product.{action}")),
+                    t("admin:dashboard", &format!("admin:product:{action}"), &format!("product.{action}")),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn stock_alerts_fire_on_downward_crossings_only() {
+        let inv = |stock, previous_stock| InventoryEvent {
+            product_id: "p".into(),
+            stock,
+            previous_stock,
+            sku: None,
+            product_name: None,
+            updated_at: None,
+        };
+        assert_eq!(stock_alert(&inv(6, Some(10)), 5), None);
+        assert_eq!(stock_alert(&inv(5, Some(6)), 5), Some(StockAlert::LowStock));
+        assert_eq!(stock_alert(&inv(3, Some(4)), 5), None, "already low");
+        assert_eq!(stock_alert(&inv(3, Some(0)), 5), None, "restock into the low band");
+        assert_eq!(stock_alert(&inv(0, Some(3)), 5), Some(StockAlert::OutOfStock));
+        assert_eq!(stock_alert(&inv(0, Some(0)), 5), None);
+        assert_eq!(stock_alert(&inv(-2, Some(1)), 5), Some(StockAlert::OutOfStock), "oversold");
+        assert_eq!(stock_alert(&inv(2, None), 5), Some(StockAlert::LowStock));
+        assert_eq!(stock_alert(&inv(0, None), 5), Some(StockAlert::OutOfStock));
+        assert_eq!(stock_alert(&inv(0, Some(9)), 0), Some(StockAlert::OutOfStock), "threshold 0 still reports out of stock");
+    }
+
+    #[test]
+    fn messages_and_priorities() {
+        let e = Event::parse("order.updated", Some(br#"{"orderId":"123","buyerId":"u1","status":"shipped","previousStatus":"paid"}"#)).unwrap();
+        let r = route(&e, &Source::kafka("order.updated", 0, 1, None), RULES);
+        assert_eq!(r[0].envelope.message.as_deref(), Some("Your order 123 has shipped"));
+        assert_eq!(r[0].envelope.priority, Some(Priority::Normal));
+        assert_eq!(r[1].envelope.message.as_deref(), Some("Order 123 (updated) for buyer u1: paid → shipped"));
+
+        let e = Event::parse("order.cancelled", Some(br#"{"orderId":"9","buyerId":"u1","reason":"payment declined"}"#)).unwrap();
+        let r = route(&e, &Source::kafka("order.cancelled", 0, 1, None), RULES);
+        assert_eq!(r[0].envelope.message.as_deref(), Some("Your order 9 has been cancelled: payment declined"));
+        assert_eq!(r[0].envelope.priority, Some(Priority::High));
+    }
+
+    #[test]
+    fn envelope_json_shape() {
+        let e = Event::parse("order.created", Some(br#"{"orderId":"1","buyerId":"u1","status":"pending"}"#)).unwrap();
+        let r = route(&e, &Source::kafka("order.created", 3, 9, Some(1_700_000_000_000)), RULES);
+        assert_eq!(
+            serde_json::to_value(&r[0].envelope).unwrap(),
+            json!({
+                "id": "order.created:3:9",
+                "type": "order.created",
+                "occurredAt": "2023-11-14T22:13:20.000Z",
+                "data": {"orderId": "1", "buyerId": "u1", "status": "pending"},
+                "message": "Your order 1 has been placed",
+                "priority": "normal"
+            })
+        );
+    }
+}
