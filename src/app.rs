@@ -62,15 +62,35 @@ impl App {
         let (sio_layer, io) = SocketIo::builder().with_state(verifier).with_state(stats.clone()).build_layer();
         socket::register(&io);
 
-        let router = http::router(HttpState { health: health.clone(), stats: stats.clone() })
-            .layer(sio_layer)
-            .layer(cors_layer(&config.cors_origins)?);
+        let router = http::router(HttpState {
+            health: health.clone(),
+            stats: stats.clone(),
+        })
+        .layer(sio_layer)
+        .layer(cors_layer(&config.cors_origins)?);
 
-        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("binding {} (PORT)", config.bind))?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {} (PORT)", config.bind))?;
         let consumer = consumer::create(&config.kafka, &brokers, health.clone()).context("creating the Kafka consumer")?;
-        let delivery = Delivery::new(io, RoutingRules { low_stock_threshold: config.low_stock_threshold }, stats);
+        let delivery = Delivery::new(
+            io,
+            RoutingRules {
+                low_stock_threshold: config.low_stock_threshold,
+            },
+            stats,
+        );
 
-        Ok(App { config, listener, router, consumer, delivery, health, brokers, dev_broker })
+        Ok(App {
+            config,
+            listener,
+            router,
+            consumer,
+            delivery,
+            health,
+            brokers,
+            dev_broker,
+        })
     }
 
     /// The address the server is bound to (useful with `PORT=0`).
@@ -86,7 +106,16 @@ impl App {
     /// Serves until `shutdown` fires, then drains: readiness off, consumer stopped and
     /// committed, HTTP closed — all within the configured grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let App { config, listener, router, consumer, delivery, health, brokers, dev_broker } = self;
+        let App {
+            config,
+            listener,
+            router,
+            consumer,
+            delivery,
+            health,
+            brokers,
+            dev_broker,
+        } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
 
         let consumer_stop = CancellationToken::new();
@@ -105,7 +134,11 @@ impl App {
         }
 
         let http_stop = CancellationToken::new();
-        let server = tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(http_stop.clone().cancelled_owned()).into_future());
+        let server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+                .into_future(),
+        );
 
         shutdown.cancelled().await;
         let deadline = tokio::time::Instant::now() + config.shutdown_grace;

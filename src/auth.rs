@@ -149,7 +149,11 @@ impl Verifier {
             return Err(AuthError::BadSubject);
         }
         let is_admin = claims.roles.contains("admin") || claims.role.as_deref() == Some("admin");
-        Ok(Identity { user_id: sub, is_admin, expires_at: claims.exp })
+        Ok(Identity {
+            user_id: sub,
+            is_admin,
+            expires_at: claims.exp,
+        })
     }
 }
 
@@ -160,10 +164,24 @@ pub fn mint_hs256(secret: &str, user_id: &str, admin: bool, ttl: std::time::Dura
         .unwrap_or_default()
         .saturating_add(ttl)
         .as_secs();
-    let roles = if admin { Roles::Many(vec!["admin".into()]) } else { Roles::Many(vec!["buyer".into()]) };
-    let claims = Claims { sub: user_id.to_owned(), exp, roles, role: None };
+    let roles = if admin {
+        Roles::Many(vec!["admin".into()])
+    } else {
+        Roles::Many(vec!["buyer".into()])
+    };
+    let claims = Claims {
+        sub: user_id.to_owned(),
+        exp,
+        roles,
+        role: None,
+    };
     // Encoding a plain struct with an HMAC key does not fail.
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap_or_default()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -179,11 +197,19 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -193,11 +219,18 @@ mod tests {
         assert_eq!((id.user_id.as_str(), id.is_admin), ("u1", false));
         let id = v.verify(&mint_hs256(SECRET, "boss", true, Duration::from_secs(60))).unwrap();
         assert!(id.is_admin);
-        let id = v.verify(&sign(json!({"sub": "x", "exp": now() + 60, "role": "admin"}), SECRET)).unwrap();
+        let id = v
+            .verify(&sign(json!({"sub": "x", "exp": now() + 60, "role": "admin"}), SECRET))
+            .unwrap();
         assert!(id.is_admin);
-        let id = v.verify(&sign(json!({"sub": "x", "exp": now() + 60, "roles": "admin"}), SECRET)).unwrap();
+        let id = v
+            .verify(&sign(json!({"sub": "x", "exp": now() + 60, "roles": "admin"}), SECRET))
+            .unwrap();
         assert!(id.is_admin);
-        assert!(v.verify(&format!("Bearer {}", mint_hs256(SECRET, "u1", false, Duration::from_secs(60)))).is_ok());
+        assert!(
+            v.verify(&format!("Bearer {}", mint_hs256(SECRET, "u1", false, Duration::from_secs(60))))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -206,12 +239,27 @@ mod tests {
         assert_eq!(v.verify(""), Err(AuthError::MissingToken));
         assert_eq!(v.verify("abc"), Err(AuthError::Malformed));
         assert_eq!(v.verify(&"a".repeat(MAX_TOKEN_LEN + 1)), Err(AuthError::TooLong));
-        assert_eq!(v.verify(&sign(json!({"sub": "u", "exp": now() - 3600}), SECRET)), Err(AuthError::Expired));
-        assert_eq!(v.verify(&sign(json!({"sub": "u", "exp": now() + 3600, "nbf": now() + 600}), SECRET)), Err(AuthError::NotYetValid));
-        assert_eq!(v.verify(&sign(json!({"sub": "u", "exp": now() + 60}), "another-secret-another-secret-xx")), Err(AuthError::BadSignature));
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u", "exp": now() - 3600}), SECRET)),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u", "exp": now() + 3600, "nbf": now() + 600}), SECRET)),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u", "exp": now() + 60}), "another-secret-another-secret-xx")),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(v.verify(&sign(json!({"exp": now() + 60}), SECRET)), Err(AuthError::BadSubject));
-        assert_eq!(v.verify(&sign(json!({"sub": "", "exp": now() + 60}), SECRET)), Err(AuthError::BadSubject));
-        assert_eq!(v.verify(&sign(json!({"sub": "u"}), SECRET)), Err(AuthError::MissingClaim("exp".into())));
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "", "exp": now() + 60}), SECRET)),
+            Err(AuthError::BadSubject)
+        );
+        assert_eq!(
+            v.verify(&sign(json!({"sub": "u"}), SECRET)),
+            Err(AuthError::MissingClaim("exp".into()))
+        );
     }
 
     #[test]

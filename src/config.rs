@@ -188,7 +188,10 @@ impl Config {
             None | Some("latest") => OffsetReset::Latest,
             Some("earliest") => OffsetReset::Earliest,
             Some(other) => {
-                return Err(invalid("KAFKA_AUTO_OFFSET_RESET", format!("expected latest or earliest, got {other:?}")));
+                return Err(invalid(
+                    "KAFKA_AUTO_OFFSET_RESET",
+                    format!("expected latest or earliest, got {other:?}"),
+                ));
             }
         };
         let kafka = KafkaConfig {
@@ -203,7 +206,10 @@ impl Config {
 
         let jwt_key = match (get("JWT_SECRET"), get("JWT_PUBLIC_KEY")) {
             (Some(_), Some(_)) => {
-                return Err(invalid("JWT_SECRET", "set either JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256), not both".into()));
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "set either JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256), not both".into(),
+                ));
             }
             (Some(secret), None) => {
                 if secret.len() < 32 {
@@ -259,7 +265,10 @@ impl Config {
         };
         let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(invalid("LOG_LEVEL", format!("{log_level:?} is not a tracing filter (e.g. info, debug, realtime_bridge=debug)")));
+            return Err(invalid(
+                "LOG_LEVEL",
+                format!("{log_level:?} is not a tracing filter (e.g. info, debug, realtime_bridge=debug)"),
+            ));
         }
 
         Ok(Config {
@@ -281,7 +290,7 @@ fn invalid(var: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { var, reason }
 }
 
-fn parse<T: std::str::FromStr>(get: impl Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T, ConfigError>
+fn parse<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -291,7 +300,12 @@ where
     }
 }
 
-fn parse_range<T>(get: impl Fn(&str) -> Option<String>, var: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+fn parse_range<T>(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     T::Err: std::fmt::Display,
@@ -355,15 +369,29 @@ mod tests {
 
     #[test]
     fn production_refuses_missing_key_brokers_and_wildcard_cors() {
-        let base = [("APP_ENV", "production"), ("KAFKA_BROKERS", "kafka:9092"), ("JWT_SECRET", SECRET), ("CORS_ORIGINS", "https://shop.example.com")];
+        let base = [
+            ("APP_ENV", "production"),
+            ("KAFKA_BROKERS", "kafka:9092"),
+            ("JWT_SECRET", SECRET),
+            ("CORS_ORIGINS", "https://shop.example.com"),
+        ];
         let ok = load(&base).unwrap();
         assert_eq!(ok.log_format, LogFormat::Json);
         assert_eq!(ok.cors_origins, CorsOrigins::List(vec!["https://shop.example.com".into()]));
 
         let without = |var: &str| base.iter().copied().filter(|(k, _)| *k != var).collect::<Vec<_>>();
-        assert!(matches!(load(&without("JWT_SECRET")), Err(ConfigError::RequiredInProduction { var: "JWT_SECRET", .. })));
-        assert!(matches!(load(&without("KAFKA_BROKERS")), Err(ConfigError::RequiredInProduction { var: "KAFKA_BROKERS", .. })));
-        assert!(matches!(load(&without("CORS_ORIGINS")), Err(ConfigError::RequiredInProduction { var: "CORS_ORIGINS", .. })));
+        assert!(matches!(
+            load(&without("JWT_SECRET")),
+            Err(ConfigError::RequiredInProduction { var: "JWT_SECRET", .. })
+        ));
+        assert!(matches!(
+            load(&without("KAFKA_BROKERS")),
+            Err(ConfigError::RequiredInProduction { var: "KAFKA_BROKERS", .. })
+        ));
+        assert!(matches!(
+            load(&without("CORS_ORIGINS")),
+            Err(ConfigError::RequiredInProduction { var: "CORS_ORIGINS", .. })
+        ));
 
         let mut star = without("CORS_ORIGINS");
         star.push(("CORS_ORIGINS", "*"));

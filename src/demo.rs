@@ -14,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 /// The user id whose events the printed development buyer token receives.
 pub const DEMO_BUYER: &str = "demo-buyer";
 
-const PRODUCTS: [(&str, &str, &str, f64); 3] =
-    [("p-100", "Espresso cup", "CUP-ESP", 9.5), ("p-200", "Pour-over kettle", "KET-PO", 49.0), ("p-300", "Coffee beans 1kg", "BEAN-1K", 24.0)];
+const PRODUCTS: [(&str, &str, &str, f64); 3] = [
+    ("p-100", "Espresso cup", "CUP-ESP", 9.5),
+    ("p-200", "Pour-over kettle", "KET-PO", 49.0),
+    ("p-300", "Coffee beans 1kg", "BEAN-1K", 24.0),
+];
 
 /// The `n`-th event of the demo stream: topic, key and JSON value.
 pub fn demo_event(n: u64) -> (&'static str, String, Value) {
@@ -23,46 +26,70 @@ pub fn demo_event(n: u64) -> (&'static str, String, Value) {
     // Every step of four advances one order; the fourth step alternates inventory and product news.
     let order_no = n / 4;
     let order_id = format!("{}", 1000 + order_no);
-    let buyer = if order_no % 2 == 0 { DEMO_BUYER.to_owned() } else { format!("buyer-{}", order_no % 7) };
+    let buyer = if order_no.is_multiple_of(2) {
+        DEMO_BUYER.to_owned()
+    } else {
+        format!("buyer-{}", order_no % 7)
+    };
     let cancelled = order_no % 5 == 4;
     match n % 4 {
-        0 => ("order.created", order_id.clone(), json!({
-            "orderId": order_id, "buyerId": buyer, "status": "pending",
-            "totalAmount": 10.0 + (order_no % 9) as f64 * 7.5, "createdAt": now,
-        })),
-        1 if cancelled => ("order.cancelled", order_id.clone(), json!({
-            "orderId": order_id, "buyerId": buyer, "status": "cancelled", "previousStatus": "pending",
-            "reason": "payment declined", "cancelledAt": now,
-        })),
+        0 => (
+            "order.created",
+            order_id.clone(),
+            json!({
+                "orderId": order_id, "buyerId": buyer, "status": "pending",
+                "totalAmount": 10.0 + (order_no % 9) as f64 * 7.5, "createdAt": now,
+            }),
+        ),
+        1 if cancelled => (
+            "order.cancelled",
+            order_id.clone(),
+            json!({
+                "orderId": order_id, "buyerId": buyer, "status": "cancelled", "previousStatus": "pending",
+                "reason": "payment declined", "cancelledAt": now,
+            }),
+        ),
         1 => order_update(&order_id, &buyer, "paid", "pending", &now),
         2 if cancelled => product_update(order_no, &now),
         2 => order_update(&order_id, &buyer, "shipped", "paid", &now),
-        _ if order_no % 2 == 0 => {
+        _ if order_no.is_multiple_of(2) => {
             let (id, name, sku, _) = PRODUCTS[(order_no / 2 % 3) as usize];
             // Sells from 8 down by 2 per step: 8, 6, 4 (low), 2, 0 (out), then restocks.
             let level = |k: u64| 8 - 2 * (k % 5) as i64;
             let k = order_no / 6;
-            let previous = if k % 5 == 0 { 0 } else { level(k - 1) };
-            ("inventory.updated", id.to_owned(), json!({
-                "productId": id, "productName": name, "sku": sku,
-                "stock": level(k), "previousStock": previous, "updatedAt": now,
-            }))
+            let previous = if k.is_multiple_of(5) { 0 } else { level(k - 1) };
+            (
+                "inventory.updated",
+                id.to_owned(),
+                json!({
+                    "productId": id, "productName": name, "sku": sku,
+                    "stock": level(k), "previousStock": previous, "updatedAt": now,
+                }),
+            )
         }
         _ => order_update(&order_id, &buyer, "delivered", "shipped", &now),
     }
 }
 
 fn order_update(order_id: &str, buyer: &str, status: &str, previous: &str, now: &str) -> (&'static str, String, Value) {
-    ("order.updated", order_id.to_owned(), json!({
-        "orderId": order_id, "buyerId": buyer, "status": status, "previousStatus": previous, "updatedAt": now,
-    }))
+    (
+        "order.updated",
+        order_id.to_owned(),
+        json!({
+            "orderId": order_id, "buyerId": buyer, "status": status, "previousStatus": previous, "updatedAt": now,
+        }),
+    )
 }
 
 fn product_update(n: u64, now: &str) -> (&'static str, String, Value) {
     let (id, name, sku, price) = PRODUCTS[(n % 3) as usize];
-    ("product.updated", id.to_owned(), json!({
-        "productId": id, "name": name, "sku": sku, "price": price + (n % 4) as f64, "updatedAt": now,
-    }))
+    (
+        "product.updated",
+        id.to_owned(),
+        json!({
+            "productId": id, "name": name, "sku": sku, "price": price + (n % 4) as f64, "updatedAt": now,
+        }),
+    )
 }
 
 /// Publishes the demo stream at `rate` events per second until `count` events or `cancel`.

@@ -175,7 +175,10 @@ impl Event {
                 non_empty("orderId", &order.order_id)?;
                 non_empty("buyerId", &order.buyer_id)?;
                 non_empty("status", &order.status)?;
-                Ok(Event::Order { action: action.to_owned(), order })
+                Ok(Event::Order {
+                    action: action.to_owned(),
+                    order,
+                })
             }
             Kind::Inventory => {
                 let inv: InventoryEvent = serde_json::from_slice(payload).map_err(invalid)?;
@@ -259,7 +262,10 @@ pub struct Source {
 impl Source {
     /// The source of a Kafka record: its coordinates are its identity.
     pub fn kafka(topic: &str, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> Source {
-        Source { id: format!("{topic}:{partition}:{offset}"), occurred_at: rfc3339_millis(timestamp_ms) }
+        Source {
+            id: format!("{topic}:{partition}:{offset}"),
+            occurred_at: rfc3339_millis(timestamp_ms),
+        }
     }
 }
 
@@ -273,11 +279,18 @@ pub fn rfc3339_millis(ms: Option<i64>) -> String {
 }
 
 fn is_action(a: &str) -> bool {
-    !a.is_empty() && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !a.is_empty()
+        && a.len() <= 64
+        && a.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn non_empty(field: &'static str, v: &str) -> Result<(), ParseError> {
-    if v.trim().is_empty() { Err(ParseError::EmptyField(field)) } else { Ok(()) }
+    if v.trim().is_empty() {
+        Err(ParseError::EmptyField(field))
+    } else {
+        Ok(())
+    }
 }
 
 /// Ids arrive as strings from some services and as integers from others; rooms need text.
@@ -289,11 +302,13 @@ fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Int(i64),
         Uint(u64),
     }
-    Ok(match Id::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or integer id"))? {
-        Id::Text(s) => s,
-        Id::Int(i) => i.to_string(),
-        Id::Uint(u) => u.to_string(),
-    })
+    Ok(
+        match Id::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or integer id"))? {
+            Id::Text(s) => s,
+            Id::Int(i) => i.to_string(),
+            Id::Uint(u) => u.to_string(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -307,8 +322,14 @@ mod tests {
 
     #[test]
     fn order_with_user_id_alias_and_numeric_ids() {
-        let e = parse("order.updated", json!({"orderId": 123, "userId": 42, "status": "shipped", "previousStatus": "paid", "extra": true})).unwrap();
-        let Event::Order { action, order } = e else { panic!("not an order") };
+        let e = parse(
+            "order.updated",
+            json!({"orderId": 123, "userId": 42, "status": "shipped", "previousStatus": "paid", "extra": true}),
+        )
+        .unwrap();
+        let Event::Order { action, order } = e else {
+            panic!("not an order")
+        };
         assert_eq!(action, "updated");
         assert_eq!(order.order_id, "123");
         assert_eq!(order.buyer_id, "42");
@@ -318,16 +339,35 @@ mod tests {
 
     #[test]
     fn order_requires_ids_and_status() {
-        assert!(matches!(parse("order.updated", json!({"buyerId": "u1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("orderId")));
-        assert!(matches!(parse("order.updated", json!({"orderId": "o1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("buyerId")));
-        assert_eq!(parse("order.updated", json!({"orderId": "o1", "buyerId": "u1"})), Err(ParseError::EmptyField("status")));
-        assert_eq!(parse("order.created", json!({"orderId": "o1", "buyerId": " ", "status": "x"})), Err(ParseError::EmptyField("buyerId")));
-        assert!(matches!(parse("order.created", json!({"orderId": {"a": 1}, "buyerId": "u", "status": "x"})), Err(ParseError::InvalidPayload(_))));
+        assert!(
+            matches!(parse("order.updated", json!({"buyerId": "u1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("orderId"))
+        );
+        assert!(
+            matches!(parse("order.updated", json!({"orderId": "o1", "status": "paid"})), Err(ParseError::InvalidPayload(m)) if m.contains("buyerId"))
+        );
+        assert_eq!(
+            parse("order.updated", json!({"orderId": "o1", "buyerId": "u1"})),
+            Err(ParseError::EmptyField("status"))
+        );
+        assert_eq!(
+            parse("order.created", json!({"orderId": "o1", "buyerId": " ", "status": "x"})),
+            Err(ParseError::EmptyField("buyerId"))
+        );
+        assert!(matches!(
+            parse("order.created", json!({"orderId": {"a": 1}, "buyerId": "u", "status": "x"})),
+            Err(ParseError::InvalidPayload(_))
+        ));
     }
 
     #[test]
     fn cancelled_defaults_its_status() {
-        let Event::Order { order, .. } = parse("order.cancelled", json!({"orderId": "o1", "buyerId": "u1", "reason": "out of stock"})).unwrap() else { panic!() };
+        let Event::Order { order, .. } = parse(
+            "order.cancelled",
+            json!({"orderId": "o1", "buyerId": "u1", "reason": "out of stock"}),
+        )
+        .unwrap() else {
+            panic!()
+        };
         assert_eq!(order.status, "cancelled");
     }
 
@@ -339,11 +379,23 @@ mod tests {
 
     #[test]
     fn inventory_and_product() {
-        let e = parse("inventory.updated", json!({"productId": "p1", "stock": 3, "previousStock": 9, "sku": "SKU-1"})).unwrap();
+        let e = parse(
+            "inventory.updated",
+            json!({"productId": "p1", "stock": 3, "previousStock": 9, "sku": "SKU-1"}),
+        )
+        .unwrap();
         assert_eq!(e.event_type(), "inventory.updated");
-        assert!(matches!(parse("inventory.updated", json!({"productId": "p1", "stock": "3"})), Err(ParseError::InvalidPayload(_))));
-        assert!(matches!(parse("inventory.updated", json!({"productId": "p1"})), Err(ParseError::InvalidPayload(m)) if m.contains("stock")));
-        assert_eq!(parse("product.created", json!({"productId": "p1"})), Err(ParseError::EmptyField("name")));
+        assert!(matches!(
+            parse("inventory.updated", json!({"productId": "p1", "stock": "3"})),
+            Err(ParseError::InvalidPayload(_))
+        ));
+        assert!(
+            matches!(parse("inventory.updated", json!({"productId": "p1"})), Err(ParseError::InvalidPayload(m)) if m.contains("stock"))
+        );
+        assert_eq!(
+            parse("product.created", json!({"productId": "p1"})),
+            Err(ParseError::EmptyField("name"))
+        );
         assert!(parse("product.updated", json!({"productId": "p1", "price": 9.5})).is_ok());
     }
 
@@ -351,17 +403,36 @@ mod tests {
     fn bad_records_are_errors_not_panics() {
         assert_eq!(Event::parse("order.updated", None), Err(ParseError::EmptyPayload));
         assert_eq!(Event::parse("order.updated", Some(b"")), Err(ParseError::EmptyPayload));
-        assert!(matches!(Event::parse("order.updated", Some(b"\xff garbage")), Err(ParseError::InvalidPayload(_))));
-        assert!(matches!(Event::parse("order.updated", Some(b"[1,2]")), Err(ParseError::InvalidPayload(_))));
-        assert!(matches!(Event::parse("inventory.reserved", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
-        assert!(matches!(Event::parse("order.Bad Name", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
+        assert!(matches!(
+            Event::parse("order.updated", Some(b"\xff garbage")),
+            Err(ParseError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            Event::parse("order.updated", Some(b"[1,2]")),
+            Err(ParseError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            Event::parse("inventory.reserved", Some(b"{}")),
+            Err(ParseError::UnknownTopic(_))
+        ));
+        assert!(matches!(
+            Event::parse("order.Bad Name", Some(b"{}")),
+            Err(ParseError::UnknownTopic(_))
+        ));
         assert!(matches!(Event::parse("orders", Some(b"{}")), Err(ParseError::UnknownTopic(_))));
     }
 
     #[test]
     fn data_uses_camel_case_and_normalised_buyer() {
-        let e = parse("order.created", json!({"orderId": "o1", "userId": "u1", "status": "pending", "totalAmount": 12.5})).unwrap();
-        assert_eq!(e.data(), json!({"orderId": "o1", "buyerId": "u1", "status": "pending", "totalAmount": 12.5}));
+        let e = parse(
+            "order.created",
+            json!({"orderId": "o1", "userId": "u1", "status": "pending", "totalAmount": 12.5}),
+        )
+        .unwrap();
+        assert_eq!(
+            e.data(),
+            json!({"orderId": "o1", "buyerId": "u1", "status": "pending", "totalAmount": 12.5})
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl Health {
                 assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
                 embedded_broker: self.embedded_broker,
             },
-            socketio: SocketReport { status: "up", connections: stats.connections.load(Ordering::Relaxed) },
+            socketio: SocketReport {
+                status: "up",
+                connections: stats.connections.load(Ordering::Relaxed),
+            },
         }
     }
 }

@@ -43,6 +43,10 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<HealthReport>) {
 }
 
 fn report(s: &HttpState) -> (StatusCode, Json<HealthReport>) {
-    let code = if s.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if s.health.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(s.health.report(&s.stats)))
 }

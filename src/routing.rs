@@ -53,7 +53,11 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
         message,
         priority,
     };
-    let to = |room: &str, event: String, envelope: Envelope| Route { room: room.to_owned(), event, envelope };
+    let to = |room: &str, event: String, envelope: Envelope| Route {
+        room: room.to_owned(),
+        event,
+        envelope,
+    };
 
     match event {
         Event::Order { action, order } => {
@@ -76,13 +80,21 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
             let mut routes = vec![to(
                 INVENTORY_ROOM,
                 "inventory:updated".to_owned(),
-                envelope(event.event_type(), Some(format!("{name}: {} in stock", inv.stock)), Some(Priority::Low)),
+                envelope(
+                    event.event_type(),
+                    Some(format!("{name}: {} in stock", inv.stock)),
+                    Some(Priority::Low),
+                ),
             )];
             match stock_alert(inv, rules.low_stock_threshold) {
                 Some(StockAlert::OutOfStock) => routes.push(to(
                     ADMIN_ROOM,
                     "admin:inventory:out-of-stock".to_owned(),
-                    envelope("inventory.out-of-stock".to_owned(), Some(format!("{name} is out of stock")), Some(Priority::High)),
+                    envelope(
+                        "inventory.out-of-stock".to_owned(),
+                        Some(format!("{name} is out of stock")),
+                        Some(Priority::High),
+                    ),
                 )),
                 Some(StockAlert::LowStock) => routes.push(to(
                     ADMIN_ROOM,
@@ -102,8 +114,16 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
             let name = product.name.as_deref().unwrap_or(&product.product_id);
             let message = Some(format!("Product {name} {action}"));
             vec![
-                to(INVENTORY_ROOM, format!("product:{action}"), envelope(event.event_type(), message.clone(), Some(Priority::Low))),
-                to(ADMIN_ROOM, format!("admin:product:{action}"), envelope(event.event_type(), message, Some(Priority::Low))),
+                to(
+                    INVENTORY_ROOM,
+                    format!("product:{action}"),
+                    envelope(event.event_type(), message.clone(), Some(Priority::Low)),
+                ),
+                to(
+                    ADMIN_ROOM,
+                    format!("admin:product:{action}"),
+                    envelope(event.event_type(), message, Some(Priority::Low)),
+                ),
             ]
         }
     }
@@ -262,20 +282,38 @@ mod tests {
         assert_eq!(stock_alert(&inv(-2, Some(1)), 5), Some(StockAlert::OutOfStock), "oversold");
         assert_eq!(stock_alert(&inv(2, None), 5), Some(StockAlert::LowStock));
         assert_eq!(stock_alert(&inv(0, None), 5), Some(StockAlert::OutOfStock));
-        assert_eq!(stock_alert(&inv(0, Some(9)), 0), Some(StockAlert::OutOfStock), "threshold 0 still reports out of stock");
+        assert_eq!(
+            stock_alert(&inv(0, Some(9)), 0),
+            Some(StockAlert::OutOfStock),
+            "threshold 0 still reports out of stock"
+        );
     }
 
     #[test]
     fn messages_and_priorities() {
-        let e = Event::parse("order.updated", Some(br#"{"orderId":"123","buyerId":"u1","status":"shipped","previousStatus":"paid"}"#)).unwrap();
+        let e = Event::parse(
+            "order.updated",
+            Some(br#"{"orderId":"123","buyerId":"u1","status":"shipped","previousStatus":"paid"}"#),
+        )
+        .unwrap();
         let r = route(&e, &Source::kafka("order.updated", 0, 1, None), RULES);
         assert_eq!(r[0].envelope.message.as_deref(), Some("Your order 123 has shipped"));
         assert_eq!(r[0].envelope.priority, Some(Priority::Normal));
-        assert_eq!(r[1].envelope.message.as_deref(), Some("Order 123 (updated) for buyer u1: paid → shipped"));
+        assert_eq!(
+            r[1].envelope.message.as_deref(),
+            Some("Order 123 (updated) for buyer u1: paid → shipped")
+        );
 
-        let e = Event::parse("order.cancelled", Some(br#"{"orderId":"9","buyerId":"u1","reason":"payment declined"}"#)).unwrap();
+        let e = Event::parse(
+            "order.cancelled",
+            Some(br#"{"orderId":"9","buyerId":"u1","reason":"payment declined"}"#),
+        )
+        .unwrap();
         let r = route(&e, &Source::kafka("order.cancelled", 0, 1, None), RULES);
-        assert_eq!(r[0].envelope.message.as_deref(), Some("Your order 9 has been cancelled: payment declined"));
+        assert_eq!(
+            r[0].envelope.message.as_deref(),
+            Some("Your order 9 has been cancelled: payment declined")
+        );
         assert_eq!(r[0].envelope.priority, Some(Priority::High));
     }
 

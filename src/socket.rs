@@ -48,7 +48,9 @@ async fn authenticate(
 
 fn query_param(query: &str, name: &str) -> Option<String> {
     // JWTs are base64url and dots: nothing in them needs percent-decoding.
-    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
+    query
+        .split('&')
+        .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
 }
 
 /// Sent once to each socket when it is connected and in its rooms.
@@ -83,15 +85,18 @@ async fn on_connect(s: SocketRef, Extension(identity): Extension<Identity>, Stat
         s.leave(INVENTORY_ROOM);
         reply(&s, ack, None);
     });
-    s.on("subscribe:admin", async |s: SocketRef, ack: AckSender, Extension(id): Extension<Identity>| {
-        if id.is_admin {
-            s.join(ADMIN_ROOM);
-            reply(&s, ack, None);
-        } else {
-            tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
-            reply(&s, ack, Some("forbidden: admin role required"));
-        }
-    });
+    s.on(
+        "subscribe:admin",
+        async |s: SocketRef, ack: AckSender, Extension(id): Extension<Identity>| {
+            if id.is_admin {
+                s.join(ADMIN_ROOM);
+                reply(&s, ack, None);
+            } else {
+                tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
+                reply(&s, ack, Some("forbidden: admin role required"));
+            }
+        },
+    );
     s.on("unsubscribe:admin", async |s: SocketRef, ack: AckSender| {
         s.leave(ADMIN_ROOM);
         reply(&s, ack, None);
@@ -122,7 +127,11 @@ fn room_names(s: &SocketRef) -> Vec<String> {
 
 fn reply(s: &SocketRef, ack: AckSender, error: Option<&'static str>) {
     // A client that sent no ack callback gets nothing back; that is not an error.
-    let _ = ack.send(&Reply { ok: error.is_none(), error, rooms: room_names(s) });
+    let _ = ack.send(&Reply {
+        ok: error.is_none(),
+        error,
+        rooms: room_names(s),
+    });
 }
 
 #[cfg(test)]
@@ -131,7 +140,10 @@ mod tests {
 
     #[test]
     fn token_from_query() {
-        assert_eq!(query_param("EIO=4&transport=websocket&token=a.b.c", "token").as_deref(), Some("a.b.c"));
+        assert_eq!(
+            query_param("EIO=4&transport=websocket&token=a.b.c", "token").as_deref(),
+            Some("a.b.c")
+        );
         assert_eq!(query_param("EIO=4&tokens=x", "token"), None);
         assert_eq!(query_param("", "token"), None);
     }

@@ -42,7 +42,11 @@ impl DevBroker {
             let _ = stop_rx.recv();
         })?;
         let bootstrap = ready_rx.recv().context("dev broker thread exited")??;
-        Ok(DevBroker { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(DevBroker {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// `host:port` to give producers and consumers.

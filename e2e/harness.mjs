@@ -1,0 +1,174 @@
+// Test harness: a tansu broker process, the real realtime-bridge binary, Kafka producers
+// (kafkajs) and the official socket.io-client. Everything binds 127.0.0.1 on free ports.
+import { spawn, execFileSync } from "node:child_process";
+import { createHmac, randomUUID } from "node:crypto";
+import net from "node:net";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { Kafka, logLevel, Partitioners } from "kafkajs";
+import { io } from "socket.io-client";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const BRIDGE_BIN = process.env.BRIDGE_BIN ?? path.join(here, "..", "target", "debug", "realtime-bridge");
+export const TANSU_BIN = process.env.TANSU_BIN ?? "tansu";
+export const JWT_SECRET = "e2e-secret-e2e-secret-e2e-secret-0123";
+
+/** Resolves when `predicate()` is truthy; polls a condition, fails after `timeoutMs`. */
+export async function waitFor(predicate, { timeoutMs = 30000, intervalMs = 50, what = "condition" } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => { s.destroy(); resolve(true); });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/** Starts a tansu broker (in-memory storage) and returns { brokers, createTopics, stop }. */
+export async function startBroker() {
+  const port = await freePort();
+  const url = `tcp://127.0.0.1:${port}`;
+  const proc = spawn(TANSU_BIN, [
+    "broker", "--storage-engine", "memory://tansu/", "--listener-url", url, "--advertised-listener-url", url,
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`tansu exited (${proc.exitCode}): ${stderr}`);
+    return canConnect(port);
+  }, { what: "tansu to listen" });
+  return {
+    brokers: `127.0.0.1:${port}`,
+    createTopics(names, partitions = 3) {
+      for (const name of names) {
+        execFileSync(TANSU_BIN, ["topic", "create", name, "--partitions", String(partitions), "--broker", url], { stdio: "pipe" });
+      }
+    },
+    async stop() {
+      proc.kill("SIGTERM");
+      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
+    },
+  };
+}
+
+/**
+ * Starts the real binary. Resolves once it listens; `ready()` waits for /health/ready.
+ * Captures stdout (the development banner) and JSON log lines.
+ */
+export async function startBridge(env = {}) {
+  const proc = spawn(BRIDGE_BIN, [], {
+    env: { PATH: process.env.PATH, PORT: "0", HOST: "127.0.0.1", LOG_FORMAT: "json", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines = [];
+  const logs = [];
+  readline.createInterface({ input: proc.stdout }).on("line", (l) => {
+    lines.push(l);
+    if (l.startsWith("{")) { try { logs.push(JSON.parse(l)); } catch { /* banner text */ } }
+  });
+  let stderr = "";
+  proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-8000); });
+  const listening = await waitFor(() => {
+    if (proc.exitCode !== null) throw new Error(`bridge exited (${proc.exitCode}): ${stderr}\n${lines.join("\n")}`);
+    return logs.find((l) => l.message === "listening");
+  }, { what: "the bridge to listen" });
+  const port = Number(listening.addr.split(":").pop());
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url, proc, lines, logs,
+    stderr: () => stderr,
+    async health(path = "/health/ready") {
+      const res = await fetch(url + path);
+      return { status: res.status, body: await res.json() };
+    },
+    async ready(timeoutMs = 60000) {
+      await waitFor(async () => (await this.health()).status === 200, { timeoutMs, intervalMs: 100, what: "/health/ready = 200" });
+    },
+    async stop() {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill("SIGTERM");
+      return new Promise((r) => proc.once("exit", (code) => r(code)));
+    },
+  };
+}
+
+/** Environment for a bridge consuming from `brokers` with a fresh group, tuned for tansu. */
+export function bridgeEnv(brokers, extra = {}) {
+  return {
+    KAFKA_BROKERS: brokers,
+    KAFKA_GROUP_ID: `e2e-${randomUUID()}`,
+    KAFKA_SESSION_TIMEOUT_MS: "6000",
+    // tansu answers a waiting fetch only when it expires (see shared/KAFKA.md).
+    KAFKA_FETCH_WAIT_MAX_MS: "10",
+    KAFKA_AUTO_OFFSET_RESET: "earliest",
+    JWT_SECRET,
+    ...extra,
+  };
+}
+
+const b64url = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
+
+/** An HS256 JWT signed with `secret`. */
+export function token(sub, { roles = ["buyer"], secret = JWT_SECRET, expiresIn = 3600, claims = {} } = {}) {
+  const header = b64url({ alg: "HS256", typ: "JWT" });
+  const body = b64url({ sub, roles, exp: Math.floor(Date.now() / 1000) + expiresIn, ...claims });
+  const sig = createHmac("sha256", secret).update(`${header}.${body}`).digest("base64url");
+  return `${header}.${body}.${sig}`;
+}
+
+/**
+ * Connects with the official client over WebSocket. Resolves with a client whose `events`
+ * records every event received (name, payload, time), or rejects with the connect_error.
+ */
+export function connect(url, { auth, query } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = io(url, { auth, query, transports: ["websocket"], reconnection: false, forceNew: true, timeout: 10000 });
+    const events = [];
+    socket.onAny((name, payload) => events.push({ name, payload, at: performance.now() }));
+    socket.once("connection:success", (hello) => resolve({ socket, events, hello, of: (name) => events.filter((e) => e.name === name) }));
+    socket.once("connect_error", (err) => { socket.close(); reject(err); });
+  });
+}
+
+/** Emits a client event and resolves with its ack. */
+export function request(client, event) {
+  return client.socket.timeout(5000).emitWithAck(event);
+}
+
+/** A connected kafkajs producer. */
+export async function producer(brokers) {
+  const kafka = new Kafka({ clientId: "e2e", brokers: [brokers], logLevel: logLevel.NOTHING });
+  const p = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
+  await p.connect();
+  return {
+    /** Sends raw values (strings or objects) to one partition of a topic, in order. */
+    async send(topic, values, partition = 0) {
+      await p.send({
+        topic,
+        messages: values.map((v) => ({ partition, value: typeof v === "string" ? v : JSON.stringify(v) })),
+      });
+    },
+    disconnect: () => p.disconnect(),
+  };
+}

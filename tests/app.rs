@@ -1,0 +1,132 @@
+//! Integration tests: the real app on port 0, talked to over HTTP and Engine.IO polling.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use realtime_bridge::app::App;
+use realtime_bridge::config::Config;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "integration-secret-integration-secret";
+
+struct TestApp {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn status(&self, path: &str) -> u16 {
+        self.http.get(self.url(path)).send().await.unwrap().status().as_u16()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("shutdown within grace")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Builds the app from `vars` (plus port 0 on loopback) and runs it in the background.
+async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
+    let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    map.insert("PORT".into(), "0".into());
+    map.insert("HOST".into(), "127.0.0.1".into());
+    map.insert("JWT_SECRET".into(), SECRET.into());
+    map.insert("DEV_DEMO_RATE".into(), "0".into());
+    map.insert("SHUTDOWN_GRACE_SECS".into(), "5".into());
+    let config = Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config");
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        addr,
+        shutdown,
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn embedded_broker_makes_the_app_ready_and_it_drains_on_shutdown() {
+    let app = spawn_app(&[]).await;
+    assert_eq!(app.status("/health/live").await, 200);
+    eventually("readiness", || async { app.status("/health/ready").await == 200 }).await;
+    let body: serde_json::Value = app.http.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["kafka"]["status"], "up");
+    assert_eq!(body["kafka"]["embeddedBroker"], true);
+    assert!(body["kafka"]["assignedPartitions"].as_i64().unwrap() > 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_live_but_not_ready() {
+    // Port 1 on loopback refuses connections: the consumer keeps retrying in the background.
+    let app = spawn_app(&[("KAFKA_BROKERS", "127.0.0.1:1")]).await;
+    assert_eq!(app.status("/health/live").await, 200);
+    assert_eq!(app.status("/health/ready").await, 503);
+    let body: serde_json::Value = app.http.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["kafka"]["status"], "connecting");
+    app.stop().await;
+}
+
+/// Opens an Engine.IO polling session and asks to join the default namespace with `auth`.
+async fn socketio_connect(app: &TestApp, auth: &str) -> String {
+    let open = app
+        .http
+        .get(app.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let handshake: serde_json::Value = serde_json::from_str(open.strip_prefix('0').expect("engine.io open packet")).unwrap();
+    let sid = handshake["sid"].as_str().unwrap().to_owned();
+    let url = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let posted = app.http.post(&url).body(format!("40{auth}")).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    // A poll may batch a heartbeat ("2") with the reply, separated by 0x1e.
+    let body = app.http.get(&url).send().await.unwrap().text().await.unwrap();
+    body.split('\u{1e}')
+        .find(|p| p.starts_with('4'))
+        .unwrap_or_else(|| panic!("no socket.io packet in {body:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn handshake_errors_come_back_as_connect_error_with_a_reason() {
+    let app = spawn_app(&[("KAFKA_BROKERS", "127.0.0.1:1")]).await;
+    let reply = socketio_connect(&app, r#"{"token":"nope"}"#).await;
+    assert_eq!(reply, r#"44{"message":"invalid token: malformed"}"#);
+    let reply = socketio_connect(&app, "").await;
+    assert_eq!(reply, r#"44{"message":"authentication required: pass a JWT in auth.token"}"#);
+
+    let good = realtime_bridge::auth::mint_hs256(SECRET, "u-42", false, Duration::from_secs(60));
+    let reply = socketio_connect(&app, &format!(r#"{{"token":"{good}"}}"#)).await;
+    assert!(reply.starts_with("40{\"sid\""), "{reply}");
+    app.stop().await;
+}
