@@ -29,6 +29,8 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Exit 0 when GET /health/live on this container's PORT answers 200 (for Docker HEALTHCHECK).
+    Healthcheck,
     /// Print an HS256 token signed with JWT_SECRET, for trying the service by hand.
     Token {
         /// The user id (`sub`).
@@ -61,6 +63,12 @@ async fn main() -> anyhow::Result<()> {
             });
             let sent = demo::run(&brokers, rate, count, stop).await?;
             println!("published {sent} demo events");
+            Ok(())
+        }
+        Command::Healthcheck => {
+            let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3009);
+            let status = app::probe_live(port).await?;
+            anyhow::ensure!(status == 200, "GET /health/live answered {status}");
             Ok(())
         }
         Command::Token { sub, admin, ttl } => {
