@@ -206,14 +206,17 @@ pub async fn probe_live(port: u16) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
         let mut head = [0u8; 12];
         conn.read_exact(&mut head).await?;
         // "HTTP/1.1 200"
         let code = std::str::from_utf8(&head[9..12])?.parse::<u16>()?;
         anyhow::Ok(code)
     };
-    tokio::time::timeout(Duration::from_secs(3), probe).await.context("health probe timed out")?
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .context("health probe timed out")?
 }
 
 fn cors_layer(origins: &CorsOrigins) -> anyhow::Result<CorsLayer> {
