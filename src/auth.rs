@@ -279,4 +279,25 @@ mod tests {
         .unwrap();
         assert_eq!(verifier().verify(&hs512), Err(AuthError::WrongAlgorithm));
     }
+
+    const RS_PRIVATE: &str = include_str!("../tests/fixtures/rs256-test-private.pem");
+    const RS_PUBLIC: &str = include_str!("../tests/fixtures/rs256-test-public.pem");
+
+    #[test]
+    fn rs256_tokens_verify_and_hs_rs_confusion_is_refused() {
+        let v = Verifier::new(&JwtKey::Rs256PublicPem(RS_PUBLIC.into())).unwrap();
+        let claims = json!({"sub": "u-rs", "exp": now() + 60, "roles": ["admin"]});
+        let rs = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let id = v.verify(&rs).unwrap();
+        assert_eq!((id.user_id.as_str(), id.is_admin), ("u-rs", true));
+        // The classic confusion attack: HS256 "signed" with the public key as the secret.
+        assert_eq!(v.verify(&sign(claims, RS_PUBLIC)), Err(AuthError::WrongAlgorithm));
+        // And an RS256 token is refused by an HS256 verifier.
+        assert_eq!(verifier().verify(&rs), Err(AuthError::WrongAlgorithm));
+    }
 }

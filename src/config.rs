@@ -399,6 +399,15 @@ mod tests {
     }
 
     #[test]
+    fn rs256_public_key_with_escaped_newlines_is_accepted() {
+        let pem = include_str!("../tests/fixtures/rs256-test-public.pem").trim().replace('\n', "\\n");
+        let c = load(&[("JWT_PUBLIC_KEY", &pem)]).unwrap();
+        assert!(matches!(c.jwt_key, JwtKey::Rs256PublicPem(p) if p.contains("\nMII")));
+        let e = load(&[("JWT_PUBLIC_KEY", &pem), ("JWT_SECRET", SECRET)]).unwrap_err();
+        assert!(e.to_string().starts_with("JWT_SECRET:"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let c = load(&[("JWT_SECRET", SECRET)]).unwrap();
         assert!(!format!("{c:?}").contains(SECRET));
