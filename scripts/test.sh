@@ -30,6 +30,7 @@ step "Rust unit and integration tests"
 cargo test --locked
 
 step "end-to-end suite"
-cargo build --locked --bin realtime-bridge
+# `cargo test` above built the binary for the integration tests; the suite drives that one.
 export BRIDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/realtime-bridge"
+test -x "$BRIDGE_BIN" || { echo "missing $BRIDGE_BIN" >&2; exit 1; }
 (cd e2e && npm test)
