@@ -145,6 +145,8 @@ describe("bridge against a Kafka broker process", () => {
     const skipped = bridge.logs.find((l) => l.message === "skipping record that is not a valid event");
     assert.equal(skipped.partition, 0);
     assert.equal(skipped.offset, first + 1);
+    const { body } = await bridge.health("/health");
+    assert.equal(body.kafka.recordsInvalid, 2, "both skipped records are counted");
   });
 
   test("latency sample: one event at a time, produce → receive (reported, not asserted)", async (t) => {

@@ -98,11 +98,6 @@ impl App {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// The Kafka bootstrap servers in use (the embedded broker's when none were configured).
-    pub fn kafka_brokers(&self) -> &str {
-        &self.brokers
-    }
-
     /// Serves until `shutdown` fires, then drains: readiness off, consumer stopped and
     /// committed, HTTP closed — all within the configured grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {

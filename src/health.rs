@@ -68,6 +68,10 @@ pub struct KafkaReport {
     pub assigned_partitions: i64,
     /// Whether the embedded development broker is in use.
     pub embedded_broker: bool,
+    /// Records received since start.
+    pub records_consumed: u64,
+    /// Records skipped because they were not valid events.
+    pub records_invalid: u64,
 }
 
 /// The Socket.IO server's state.
@@ -78,6 +82,12 @@ pub struct SocketReport {
     pub status: &'static str,
     /// Connected sockets.
     pub connections: i64,
+    /// Room emits since start.
+    pub emits: u64,
+    /// Emits that failed for at least one socket.
+    pub emit_failures: u64,
+    /// Handshakes refused.
+    pub auth_failures: u64,
 }
 
 impl Health {
@@ -124,10 +134,15 @@ impl Health {
                 status: if joined { "up" } else { "connecting" },
                 assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
                 embedded_broker: self.embedded_broker,
+                records_consumed: stats.records_consumed.load(Ordering::Relaxed),
+                records_invalid: stats.records_invalid.load(Ordering::Relaxed),
             },
             socketio: SocketReport {
                 status: "up",
                 connections: stats.connections.load(Ordering::Relaxed),
+                emits: stats.emits.load(Ordering::Relaxed),
+                emit_failures: stats.emit_failures.load(Ordering::Relaxed),
+                auth_failures: stats.auth_failures.load(Ordering::Relaxed),
             },
         }
     }
