@@ -21,15 +21,11 @@ pub struct HttpState {
 /// The probe routes.
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/health", get(health))
+        // `/health` is the same report as readiness: one handler, so they cannot drift apart.
+        .route("/health", get(ready))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(state)
-}
-
-/// Summary of every component; 200 when ready, 503 otherwise.
-async fn health(State(s): State<HttpState>) -> (StatusCode, Json<HealthReport>) {
-    report(&s)
 }
 
 /// The process serves HTTP; never depends on Kafka, so a broker outage does not restart pods.
@@ -37,12 +33,9 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Whether to send this node traffic: consumer in its group and not draining.
+/// Whether to send this node traffic (consumer in its group, not draining), with every
+/// component's state; 200 when ready, 503 otherwise.
 async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<HealthReport>) {
-    report(&s)
-}
-
-fn report(s: &HttpState) -> (StatusCode, Json<HealthReport>) {
     let code = if s.health.is_ready() {
         StatusCode::OK
     } else {
