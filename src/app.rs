@@ -14,10 +14,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Verifier, mint_hs256};
 use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Gate};
 use crate::health::{Health, Stats};
+use crate::history::{History, MemoryHistory};
 use crate::http::{self, HttpState};
-use crate::kafka::consumer::{self, GroupConsumer};
+use crate::kafka::consumer::{self, GroupConsumer, Sinks};
+use crate::kafka::dead_letter::DeadLetters;
 use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
 use crate::routing::RoutingRules;
 use crate::{demo, socket};
@@ -28,7 +30,9 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     consumer: GroupConsumer,
-    delivery: Delivery,
+    sinks: Sinks,
+    io: SocketIo,
+    history: Arc<MemoryHistory>,
     health: Arc<Health>,
     brokers: String,
     // Kept alive for the life of the app; dropping it stops the broker.
@@ -41,7 +45,9 @@ impl App {
         let dev_broker = match &config.kafka.brokers {
             Some(_) => None,
             None => {
-                let broker = DevBroker::start(&DEV_TOPICS, 3).context("starting the embedded development broker")?;
+                let mut topics = DEV_TOPICS.to_vec();
+                topics.push(&config.kafka.dlq_topic);
+                let broker = DevBroker::start(&topics, 3).context("starting the embedded development broker")?;
                 tracing::warn!(
                     bootstrap = broker.bootstrap_servers(),
                     "KAFKA_BROKERS is not set: using an EMBEDDED DEVELOPMENT BROKER (in memory, this process only). Never use this in production."
@@ -58,8 +64,15 @@ impl App {
         let health = Arc::new(Health::new(dev_broker.is_some()));
         let stats = Arc::new(Stats::default());
         let verifier = Arc::new(Verifier::new(&config.jwt_key)?);
+        let history = Arc::new(MemoryHistory::new(config.history));
+        let gate = Arc::new(Gate::default());
 
-        let (sio_layer, io) = SocketIo::builder().with_state(verifier).with_state(stats.clone()).build_layer();
+        let (sio_layer, io) = SocketIo::builder()
+            .with_state(verifier)
+            .with_state(stats.clone())
+            .with_state(history.clone() as Arc<dyn History>)
+            .with_state(gate.clone())
+            .build_layer();
         socket::register(&io);
 
         let router = http::router(HttpState {
@@ -73,12 +86,16 @@ impl App {
             .await
             .with_context(|| format!("binding {} (PORT)", config.bind))?;
         let consumer = consumer::create(&config.kafka, &brokers, health.clone()).context("creating the Kafka consumer")?;
+        let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
         let delivery = Delivery::new(
-            io,
+            io.clone(),
             RoutingRules {
                 low_stock_threshold: config.low_stock_threshold,
             },
-            stats,
+            stats.clone(),
+            history.clone(),
+            gate,
+            config.kafka.max_record_bytes,
         );
 
         Ok(App {
@@ -86,7 +103,13 @@ impl App {
             listener,
             router,
             consumer,
-            delivery,
+            sinks: Sinks {
+                delivery,
+                dead_letters,
+                stats,
+            },
+            io,
+            history,
             health,
             brokers,
             dev_broker,
@@ -99,14 +122,17 @@ impl App {
     }
 
     /// Serves until `shutdown` fires, then drains: readiness off, consumer stopped and
-    /// committed, HTTP closed — all within the configured grace period.
+    /// committed, sockets closed so clients reconnect elsewhere, HTTP closed — all within
+    /// the configured grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App {
             config,
             listener,
             router,
             consumer,
-            delivery,
+            sinks,
+            io,
+            history,
             health,
             brokers,
             dev_broker,
@@ -114,7 +140,8 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, "listening");
 
         let consumer_stop = CancellationToken::new();
-        let consumer_task = tokio::spawn(consumer::run(consumer, delivery, consumer_stop.clone()));
+        let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
+        tokio::spawn(sweep_history(history, config.history.max_age, shutdown.clone()));
 
         if dev_broker.is_some() {
             print_dev_banner(&config, &brokers, listener.local_addr()?);
@@ -140,10 +167,19 @@ impl App {
         tracing::info!(grace = ?config.shutdown_grace, "shutdown: readiness is now false");
         health.start_draining();
 
-        tracing::info!("shutdown: stopping the consumer");
+        tracing::info!("shutdown: stopping the consumer after the record in flight");
         consumer_stop.cancel();
         if tokio::time::timeout_at(deadline, consumer_task).await.is_err() {
             tracing::warn!("shutdown: consumer did not stop within the grace period");
+        }
+
+        // Closing the transports (not a Socket.IO disconnect, which tells socket.io-client
+        // to stay away) makes clients see "transport close" and reconnect — behind a load
+        // balancer, to a live node, where they resume from their positions.
+        let sockets = io.sockets().len();
+        tracing::info!(sockets, "shutdown: closing socket transports so clients reconnect elsewhere");
+        if tokio::time::timeout_at(deadline, io.close()).await.is_err() {
+            tracing::warn!("shutdown: sockets did not close within the grace period");
         }
 
         tracing::info!("shutdown: closing the HTTP server");
@@ -152,13 +188,26 @@ impl App {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server error"),
             Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
-            // Open WebSockets keep connections alive; the process exit closes them and
-            // clients reconnect (to another node behind the load balancer).
-            Err(_) => tracing::info!("shutdown: grace period over, closing remaining connections"),
+            Err(_) => tracing::warn!("shutdown: grace period over, dropping remaining connections"),
         }
         drop(dev_broker);
         tracing::info!("shutdown: done");
         Ok(())
+    }
+}
+
+/// Expires old history entries and forgets idle rooms, several times per age bound.
+async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: CancellationToken) {
+    let period = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let rooms = history.sweep(std::time::Instant::now());
+                tracing::trace!(rooms, "history swept");
+            }
+        }
     }
 }
 

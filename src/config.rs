@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::history::HistoryLimits;
+
 /// The default topic subscriptions: one regex per event family.
 pub const DEFAULT_TOPICS: &str = r"^order\..*,^inventory\..*,^product\..*";
 
@@ -117,6 +119,10 @@ pub struct KafkaConfig {
     pub metadata_refresh_ms: u32,
     /// `auto.offset.reset`.
     pub offset_reset: OffsetReset,
+    /// Where records that cannot become events are produced, with their coordinates.
+    pub dlq_topic: String,
+    /// Records with a larger value are dead-lettered instead of sent to clients.
+    pub max_record_bytes: usize,
 }
 
 /// The whole service configuration.
@@ -142,6 +148,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Demo events per second published to the embedded broker (0 = none).
     pub dev_demo_rate: u32,
+    /// Bounds of each room's replay history.
+    pub history: HistoryLimits,
 }
 
 impl Config {
@@ -194,6 +202,8 @@ impl Config {
                 ));
             }
         };
+        let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
+        check_dlq_topic(&dlq_topic, &topics)?;
         let kafka = KafkaConfig {
             brokers,
             group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "realtime-bridge".to_owned()),
@@ -202,6 +212,8 @@ impl Config {
             fetch_wait_max_ms: parse_range(&get, "KAFKA_FETCH_WAIT_MAX_MS", 100, 0..=60_000)?,
             metadata_refresh_ms: parse_range(&get, "KAFKA_METADATA_REFRESH_MS", 5_000, 100..=10_000)?,
             offset_reset,
+            dlq_topic,
+            max_record_bytes: parse_range(&get, "KAFKA_MAX_RECORD_BYTES", 256 * 1024, 1_024..=64 * 1024 * 1024)?,
         };
 
         let jwt_key = match (get("JWT_SECRET"), get("JWT_PUBLIC_KEY")) {
@@ -282,6 +294,10 @@ impl Config {
             log_format,
             shutdown_grace: Duration::from_secs(parse_range(&get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?),
             dev_demo_rate: parse_range(&get, "DEV_DEMO_RATE", 1, 0..=10_000)?,
+            history: HistoryLimits {
+                max_events: parse_range(&get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
+                max_age: Duration::from_secs(parse_range(&get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
+            },
         })
     }
 }
@@ -318,6 +334,30 @@ where
     }
 }
 
+/// A dead-letter topic the bridge itself consumes would feed bad records back to itself
+/// forever, so it must not be one of the subscriptions.
+fn check_dlq_topic(dlq: &str, subscriptions: &[String]) -> Result<(), ConfigError> {
+    if dlq.len() > 249 || !dlq.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(invalid("KAFKA_DLQ_TOPIC", format!("{dlq:?} is not a valid Kafka topic name")));
+    }
+    for sub in subscriptions {
+        let matches = match sub.strip_prefix('^') {
+            // librdkafka treats a leading ^ as a regex anchored at the start.
+            Some(_) => regex::Regex::new(sub)
+                .map_err(|e| invalid("KAFKA_TOPICS", format!("{sub:?} is not a valid regex: {e}")))?
+                .is_match(dlq),
+            None => sub == dlq,
+        };
+        if matches {
+            return Err(invalid(
+                "KAFKA_DLQ_TOPIC",
+                format!("{dlq:?} is matched by the subscription {sub:?}; the bridge would consume its own dead letters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 32] = rand::rng().random();
@@ -334,6 +374,61 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn dead_letter_topic_must_not_be_subscribed() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.kafka.dlq_topic, "realtime-bridge.dlq");
+        assert_eq!(c.kafka.max_record_bytes, 256 * 1024);
+        assert_eq!(c.history.max_events, 1_000);
+        assert_eq!(c.history.max_age, Duration::from_secs(600));
+        let err = load(&[("KAFKA_DLQ_TOPIC", "order.dead")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "KAFKA_DLQ_TOPIC",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = load(&[("KAFKA_TOPICS", "orders,dlq"), ("KAFKA_DLQ_TOPIC", "dlq")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "KAFKA_DLQ_TOPIC",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = load(&[("KAFKA_DLQ_TOPIC", "bad topic")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "KAFKA_DLQ_TOPIC",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = load(&[("KAFKA_TOPICS", "^order(")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "KAFKA_TOPICS", .. }), "{err}");
+        let err = load(&[("HISTORY_MAX_EVENTS", "0")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "HISTORY_MAX_EVENTS",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_start_in_development_with_embedded_broker() {

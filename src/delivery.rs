@@ -1,14 +1,19 @@
-//! The one place every event goes through on its way to sockets: parse, route, emit.
+//! The one place every event goes through on its way to sockets: parse, route, store in
+//! the replay history, emit.
 //!
 //! Kafka records enter here; so will REST broadcasts. The caller stores the Kafka offset
-//! only after [`Delivery::handle_record`] returns, which gives at-least-once delivery.
+//! only after [`Delivery::handle_record`] returns `Ok`, which gives at-least-once delivery:
+//! an envelope is in the history (so a client that is away can replay it) before the
+//! record counts as done.
 
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::events::{Event, Source};
+use crate::events::{Event, ParseError, Source};
 use crate::health::Stats;
+use crate::history::{History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
 
 /// A Kafka record as the pipeline needs it.
@@ -26,45 +31,108 @@ pub struct Record<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
-/// Parses, routes and emits.
+/// What became of a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and emitted to every room it routes to.
+    Delivered,
+    /// Not an event; the caller dead-letters it.
+    Rejected(ParseError),
+}
+
+/// Orders live emits against replays, so a reconnecting socket receives its missed
+/// envelopes before any live one and never loses one in between.
+///
+/// Emitting (history append + emit) holds it exclusively; a socket joining a room reads
+/// the last part of the history and joins while holding it shared. So an envelope is
+/// either in what the socket replays, or emitted after the socket joined — never neither.
+#[derive(Debug, Default)]
+pub struct Gate(RwLock<()>);
+
+impl Gate {
+    /// Held while envelopes are stored and emitted.
+    pub async fn emitting(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().await
+    }
+
+    /// Held while a socket catches up and joins rooms.
+    pub async fn joining(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().await
+    }
+}
+
+/// Parses, routes, stores and emits.
 #[derive(Clone)]
 pub struct Delivery {
     io: SocketIo,
     rules: RoutingRules,
     stats: Arc<Stats>,
+    history: Arc<dyn History>,
+    gate: Arc<Gate>,
+    max_record_bytes: usize,
 }
 
 impl Delivery {
-    /// A pipeline emitting through `io`.
-    pub fn new(io: SocketIo, rules: RoutingRules, stats: Arc<Stats>) -> Self {
-        Delivery { io, rules, stats }
+    /// A pipeline emitting through `io` and recording into `history`.
+    pub fn new(
+        io: SocketIo,
+        rules: RoutingRules,
+        stats: Arc<Stats>,
+        history: Arc<dyn History>,
+        gate: Arc<Gate>,
+        max_record_bytes: usize,
+    ) -> Self {
+        Delivery {
+            io,
+            rules,
+            stats,
+            history,
+            gate,
+            max_record_bytes,
+        }
     }
 
-    /// Handles one record. Never fails: a record that is not a valid event is logged with
-    /// its coordinates and skipped, so one bad record cannot stall its partition.
-    pub async fn handle_record(&self, rec: Record<'_>) {
+    /// Handles one record. A record that is not a valid event comes back as
+    /// [`Outcome::Rejected`] (logged with its coordinates); an error means the history
+    /// could not store it and the record must be retried.
+    pub async fn handle_record(&self, rec: Record<'_>) -> Result<Outcome, HistoryError> {
         Stats::incr(&self.stats.records_consumed);
-        match Event::parse(rec.topic, rec.payload) {
+        let size = rec.payload.map_or(0, <[u8]>::len);
+        let parsed = if size > self.max_record_bytes {
+            Err(ParseError::TooLarge {
+                size,
+                limit: self.max_record_bytes,
+            })
+        } else {
+            Event::parse(rec.topic, rec.payload)
+        };
+        match parsed {
             Ok(event) => {
                 let source = Source::kafka(rec.topic, rec.partition, rec.offset, rec.timestamp_ms);
-                self.deliver(route(&event, &source, self.rules)).await;
+                self.deliver(route(&event, &source, self.rules)).await?;
+                Ok(Outcome::Delivered)
             }
             Err(error) => {
                 Stats::incr(&self.stats.records_invalid);
-                tracing::warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %error, "skipping record that is not a valid event");
+                tracing::warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %error, "record is not a valid event");
+                Ok(Outcome::Rejected(error))
             }
         }
     }
 
-    /// Emits each route to its room, in order. A socket whose buffer is full misses the
-    /// event (socketioxide refuses rather than waits); the others still receive it.
-    pub async fn deliver(&self, routes: Vec<Route>) {
+    /// Stores each route in its room's history, then emits it, in order. A socket whose
+    /// buffer is full misses the live emit (socketioxide refuses rather than waits); the
+    /// others still receive it, and the missed one is in the history.
+    pub async fn deliver(&self, routes: Vec<Route>) -> Result<(), HistoryError> {
+        let _emitting = self.gate.emitting().await;
         for r in routes {
+            let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
             Stats::incr(&self.stats.emits);
-            if let Err(error) = self.io.to(r.room.clone()).emit(&r.event, &r.envelope).await {
+            if let Err(error) = self.io.to(r.room.clone()).emit(&entry.event, &entry.envelope).await {
                 Stats::incr(&self.stats.emit_failures);
-                tracing::warn!(room = %r.room, event = %r.event, id = %r.envelope.id, %error, "emit failed for some sockets");
+                tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed for some sockets");
             }
         }
+        Ok(())
     }
 }

@@ -21,6 +21,14 @@ pub enum ParseError {
     /// A required string field is present but empty.
     #[error("field {0:?} must not be empty")]
     EmptyField(&'static str),
+    /// The value is larger than the configured limit (`KAFKA_MAX_RECORD_BYTES`).
+    #[error("record value is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// What happened to an order: `order.created`, `order.updated`, `order.cancelled`, or any `order.<action>`.
@@ -248,6 +256,21 @@ pub struct Envelope {
     /// How urgent, added by routing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// Where this envelope sits in its room's replay history, set when it is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// An envelope's place in a room's history: the `seq`-th envelope of `room` in `epoch`.
+/// Clients keep the last one per room and hand it back when they reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// The room the envelope was sent to.
+    pub room: String,
+    /// The room history's epoch; a new one means earlier positions cannot be replayed.
+    pub epoch: String,
+    /// 1, 2, 3… within the epoch.
+    pub seq: u64,
 }
 
 /// Where a record came from; gives the envelope its stable id and time.

@@ -23,8 +23,12 @@ pub struct Health {
 pub struct Stats {
     /// Kafka records received.
     pub records_consumed: AtomicU64,
-    /// Records that did not parse into an event and were skipped.
+    /// Records that did not parse into an event.
     pub records_invalid: AtomicU64,
+    /// Invalid records copied to the dead-letter topic (then skipped).
+    pub records_dead_lettered: AtomicU64,
+    /// Failed attempts to produce to the dead-letter topic (each is retried).
+    pub dead_letter_failures: AtomicU64,
     /// Socket events emitted to rooms (one per route).
     pub emits: AtomicU64,
     /// Emits that failed for at least one socket.
@@ -70,8 +74,12 @@ pub struct KafkaReport {
     pub embedded_broker: bool,
     /// Records received since start.
     pub records_consumed: u64,
-    /// Records skipped because they were not valid events.
+    /// Records that were not valid events.
     pub records_invalid: u64,
+    /// Invalid records copied to the dead-letter topic.
+    pub records_dead_lettered: u64,
+    /// Failed dead-letter produce attempts (retried until they succeed).
+    pub dead_letter_failures: u64,
 }
 
 /// The Socket.IO server's state.
@@ -136,6 +144,8 @@ impl Health {
                 embedded_broker: self.embedded_broker,
                 records_consumed: stats.records_consumed.load(Ordering::Relaxed),
                 records_invalid: stats.records_invalid.load(Ordering::Relaxed),
+                records_dead_lettered: stats.records_dead_lettered.load(Ordering::Relaxed),
+                dead_letter_failures: stats.dead_letter_failures.load(Ordering::Relaxed),
             },
             socketio: SocketReport {
                 status: "up",

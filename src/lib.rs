@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod demo;
 pub mod events;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod kafka;
 pub mod routing;

@@ -52,6 +52,7 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
         data: data.clone(),
         message,
         priority,
+        position: None,
     };
     let to = |room: &str, event: String, envelope: Envelope| Route {
         room: room.to_owned(),

@@ -3,21 +3,26 @@
 //!
 //! At-least-once: `enable.auto.offset.store=false`, so librdkafka's periodic auto-commit
 //! only ever commits offsets this loop stored, and it stores a record's offset only after
-//! the record was handed to Socket.IO. Records of a partition are handled one by one, in
-//! order, by this single task.
+//! the record was stored in the replay history and handed to Socket.IO — or, for a record
+//! that is not an event, after the dead-letter topic acknowledged its copy. Records are
+//! handled one by one, in order, by this single task, so a record that cannot be settled
+//! (history or dead-letter topic unavailable) holds up what follows it instead of being
+//! skipped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::delivery::{Delivery, Record};
-use crate::health::Health;
+use crate::delivery::{Delivery, Outcome, Record};
+use crate::health::{Health, Stats};
+use crate::kafka::dead_letter::{DeadLetter, DeadLetters};
 
 /// Reports group membership to [`Health`] and commits before partitions move away.
 pub struct GroupContext {
@@ -76,8 +81,20 @@ pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>) -> anyho
     Ok(consumer)
 }
 
-/// Consumes until `cancel` fires, then commits what was delivered.
-pub async fn run(consumer: GroupConsumer, delivery: Delivery, cancel: CancellationToken) {
+/// Where settled records go: delivery for events, the dead-letter topic for the rest.
+pub struct Sinks {
+    /// Parse, route, store, emit.
+    pub delivery: Delivery,
+    /// Refused records.
+    pub dead_letters: DeadLetters,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// Consumes until `cancel` fires, then commits what was settled. A record in flight when
+/// `cancel` fires is finished first unless it is waiting on a retry, in which case its
+/// offset is not stored and the next owner of the partition gets it again.
+pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToken) {
     loop {
         let message = tokio::select! {
             biased;
@@ -86,15 +103,9 @@ pub async fn run(consumer: GroupConsumer, delivery: Delivery, cancel: Cancellati
         };
         match message {
             Ok(m) => {
-                delivery
-                    .handle_record(Record {
-                        topic: m.topic(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        payload: m.payload(),
-                    })
-                    .await;
+                if !settle(&m, &sinks, &cancel).await {
+                    break;
+                }
                 if let Err(error) = consumer.store_offset_from_message(&m) {
                     // Happens when the partition was revoked meanwhile; the new owner re-delivers.
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, "could not store offset");
@@ -106,6 +117,63 @@ pub async fn run(consumer: GroupConsumer, delivery: Delivery, cancel: Cancellati
     }
     tracing::info!("consumer stopped taking records; committing");
     commit(&consumer);
+}
+
+/// Delivers or dead-letters one record; `false` when cancelled before either succeeded.
+async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationToken) -> bool {
+    if m.topic() == sinks.dead_letters.topic() {
+        // Configuration refuses a subscription matching the DLQ; this guards against a
+        // pattern librdkafka reads differently, so bad records never loop.
+        tracing::warn!(topic = m.topic(), offset = m.offset(), "ignoring a record of the dead-letter topic");
+        return true;
+    }
+    let record = Record {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        payload: m.payload(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sinks.delivery.handle_record(record).await {
+            Ok(Outcome::Delivered) => return true,
+            Ok(Outcome::Rejected(error)) => {
+                let reason = error.to_string();
+                let letter = DeadLetter {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    payload: m.payload(),
+                    error: &reason,
+                };
+                let done = sinks
+                    .dead_letters
+                    .send_until_done(&letter, cancel, |_| Stats::incr(&sinks.stats.dead_letter_failures))
+                    .await;
+                if done {
+                    Stats::incr(&sinks.stats.records_dead_lettered);
+                    tracing::info!(
+                        topic = m.topic(),
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        dlq = sinks.dead_letters.topic(),
+                        "record dead-lettered"
+                    );
+                }
+                return done;
+            }
+            Err(error) => {
+                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff, "could not store a record in the history; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 fn commit(consumer: &impl Consumer<GroupContext>) {

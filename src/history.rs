@@ -1,0 +1,373 @@
+//! The replay history: every envelope routed to a room, kept for a while, so a client that
+//! reconnects gets what it missed.
+//!
+//! Each room numbers its envelopes 1, 2, 3… within an *epoch*. An epoch is a random name
+//! the room's history gets when it starts (first use, or after it was forgotten — always
+//! after a restart of the in-memory store), so a client holding a position from an older
+//! epoch is told its gap cannot be filled instead of receiving a wrong replay.
+//!
+//! Bounded by count and age per room; rooms whose history is empty are forgotten after
+//! [`MemoryHistory::IDLE_ROOM_TTL`] (or the age bound, if longer) without events.
+//! [`History`] is a trait so that a shared store (Redis) can take this one's place.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Envelope, Position};
+
+/// Where a client is in one room: the last `seq` it saw within `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The room history's epoch.
+    pub epoch: String,
+    /// The last sequence number seen (0 = nothing yet).
+    pub seq: u64,
+}
+
+/// One stored emit: the socket event name and its envelope, position included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Socket.IO event name.
+    pub event: String,
+    /// The payload as it was emitted live.
+    pub envelope: Envelope,
+}
+
+/// The answer to "what did I miss since this cursor?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// Every envelope after the cursor, in order (possibly none).
+    Complete(Vec<Arc<Entry>>),
+    /// The gap cannot be filled; nothing is replayed.
+    Lost(LostReason),
+}
+
+/// Why a gap cannot be filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LostReason {
+    /// The history restarted (process restart, or the room was forgotten).
+    EpochChanged,
+    /// Events after the cursor were already dropped by the count or age bound.
+    Trimmed,
+    /// The cursor is ahead of the history, which this epoch never issued.
+    UnknownPosition,
+}
+
+/// A history failure (a shared store being unreachable); the in-memory store never fails.
+#[derive(Debug, thiserror::Error)]
+#[error("history store unavailable: {0}")]
+pub struct HistoryError(pub String);
+
+/// A per-room, bounded, ordered log of emitted envelopes.
+#[async_trait::async_trait]
+pub trait History: Send + Sync + 'static {
+    /// Stores `envelope` as the next entry of `room`, setting its position.
+    async fn append(&self, room: &str, event: &str, envelope: Envelope) -> Result<Arc<Entry>, HistoryError>;
+    /// The room's current position: what a client that has seen everything holds.
+    async fn head(&self, room: &str) -> Result<Cursor, HistoryError>;
+    /// What was appended to `room` after `cursor`, or why that cannot be known.
+    async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError>;
+}
+
+/// Bounds of a room's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Entries kept per room.
+    pub max_events: usize,
+    /// Age after which an entry is dropped.
+    pub max_age: Duration,
+}
+
+/// The in-process history (the default without Redis).
+pub struct MemoryHistory {
+    limits: HistoryLimits,
+    rooms: Mutex<HashMap<String, Room>>,
+}
+
+struct Room {
+    epoch: String,
+    /// Sequence number of the next append.
+    next_seq: u64,
+    entries: VecDeque<(Instant, Arc<Entry>)>,
+    last_used: Instant,
+}
+
+impl Room {
+    fn new(now: Instant) -> Room {
+        Room {
+            epoch: format!("{:016x}", rand::random::<u64>()),
+            next_seq: 1,
+            entries: VecDeque::new(),
+            last_used: now,
+        }
+    }
+
+    /// Sequence number of the oldest entry still held (`next_seq` when empty).
+    fn first_seq(&self) -> u64 {
+        self.next_seq - self.entries.len() as u64
+    }
+
+    fn trim(&mut self, now: Instant, limits: HistoryLimits) {
+        while self.entries.len() > limits.max_events {
+            self.entries.pop_front();
+        }
+        while self
+            .entries
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > limits.max_age)
+        {
+            self.entries.pop_front();
+        }
+    }
+}
+
+impl MemoryHistory {
+    /// How long a room with no entries keeps its epoch and counter, so a client that saw its
+    /// last event and comes back within this time is told "complete" rather than "lost".
+    pub const IDLE_ROOM_TTL: Duration = Duration::from_secs(3600);
+
+    /// An empty history with these bounds.
+    pub fn new(limits: HistoryLimits) -> Self {
+        MemoryHistory {
+            limits,
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops expired entries and forgets idle empty rooms; returns how many rooms remain.
+    /// Appends trim their own room; this catches rooms that stopped receiving events.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let idle_ttl = Self::IDLE_ROOM_TTL.max(self.limits.max_age);
+        let mut rooms = self.lock();
+        rooms.retain(|_, room| {
+            room.trim(now, self.limits);
+            !room.entries.is_empty() || now.saturating_duration_since(room.last_used) < idle_ttl
+        });
+        rooms.len()
+    }
+
+    /// Total entries held, over all rooms.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(|r| r.entries.len()).sum()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding the lock leaves plain data behind, still consistent enough
+        // to serve; poisoning would turn one bug into a dead service.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn append_at(&self, room: &str, event: &str, mut envelope: Envelope, now: Instant) -> Arc<Entry> {
+        let mut rooms = self.lock();
+        let state = rooms.entry(room.to_owned()).or_insert_with(|| Room::new(now));
+        envelope.position = Some(Position {
+            room: room.to_owned(),
+            epoch: state.epoch.clone(),
+            seq: state.next_seq,
+        });
+        let entry = Arc::new(Entry {
+            event: event.to_owned(),
+            envelope,
+        });
+        state.next_seq += 1;
+        state.last_used = now;
+        state.entries.push_back((now, entry.clone()));
+        state.trim(now, self.limits);
+        entry
+    }
+
+    fn head_at(&self, room: &str, now: Instant) -> Cursor {
+        let mut rooms = self.lock();
+        let state = rooms.entry(room.to_owned()).or_insert_with(|| Room::new(now));
+        state.last_used = now;
+        Cursor {
+            epoch: state.epoch.clone(),
+            seq: state.next_seq - 1,
+        }
+    }
+
+    fn since_at(&self, room: &str, cursor: &Cursor, now: Instant) -> Replay {
+        let mut rooms = self.lock();
+        let Some(state) = rooms.get_mut(room) else {
+            return Replay::Lost(LostReason::EpochChanged);
+        };
+        state.trim(now, self.limits);
+        if state.epoch != cursor.epoch {
+            return Replay::Lost(LostReason::EpochChanged);
+        }
+        if cursor.seq >= state.next_seq {
+            return Replay::Lost(LostReason::UnknownPosition);
+        }
+        // The entry right after the cursor must still be held.
+        if cursor.seq + 1 < state.first_seq() {
+            return Replay::Lost(LostReason::Trimmed);
+        }
+        let skip = (cursor.seq + 1 - state.first_seq()) as usize;
+        Replay::Complete(state.entries.iter().skip(skip).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl History for MemoryHistory {
+    async fn append(&self, room: &str, event: &str, envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
+        Ok(self.append_at(room, event, envelope, Instant::now()))
+    }
+
+    async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
+        Ok(self.head_at(room, Instant::now()))
+    }
+
+    async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError> {
+        Ok(self.since_at(room, cursor, Instant::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOM: &str = "user:42";
+
+    fn history(max_events: usize, max_age_secs: u64) -> MemoryHistory {
+        MemoryHistory::new(HistoryLimits {
+            max_events,
+            max_age: Duration::from_secs(max_age_secs),
+        })
+    }
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.to_owned(),
+            event_type: "order.updated".to_owned(),
+            occurred_at: "2026-11-22T10:00:00.000Z".to_owned(),
+            data: serde_json::json!({}),
+            message: None,
+            priority: None,
+            position: None,
+        }
+    }
+
+    fn ids(replay: Replay) -> Vec<String> {
+        match replay {
+            Replay::Complete(entries) => entries.iter().map(|e| e.envelope.id.clone()).collect(),
+            Replay::Lost(reason) => panic!("expected a complete replay, got {reason:?}"),
+        }
+    }
+
+    #[test]
+    fn positions_count_per_room_within_one_epoch() {
+        let h = history(10, 600);
+        let now = Instant::now();
+        let a1 = h.append_at(ROOM, "order:updated", envelope("a"), now);
+        let b1 = h.append_at("user:7", "order:updated", envelope("b"), now);
+        let a2 = h.append_at(ROOM, "order:updated", envelope("c"), now);
+        let (p1, p2) = (a1.envelope.position.clone().unwrap(), a2.envelope.position.clone().unwrap());
+        assert_eq!((p1.seq, p2.seq), (1, 2));
+        assert_eq!(p1.epoch, p2.epoch);
+        assert_eq!(p1.room, ROOM);
+        assert_eq!(b1.envelope.position.as_ref().unwrap().seq, 1);
+        assert_ne!(
+            b1.envelope.position.as_ref().unwrap().epoch,
+            p1.epoch,
+            "each room history has its own epoch"
+        );
+        assert_eq!(h.head_at(ROOM, now), Cursor { epoch: p1.epoch, seq: 2 });
+    }
+
+    #[test]
+    fn replays_exactly_what_follows_the_cursor() {
+        let h = history(10, 600);
+        let now = Instant::now();
+        let start = h.head_at(ROOM, now);
+        assert_eq!(start.seq, 0);
+        for id in ["1", "2", "3", "4"] {
+            h.append_at(ROOM, "e", envelope(id), now);
+        }
+        assert_eq!(ids(h.since_at(ROOM, &start, now)), ["1", "2", "3", "4"]);
+        let at2 = Cursor { seq: 2, ..start.clone() };
+        assert_eq!(ids(h.since_at(ROOM, &at2, now)), ["3", "4"]);
+        let at4 = Cursor { seq: 4, ..start };
+        assert!(
+            ids(h.since_at(ROOM, &at4, now)).is_empty(),
+            "up to date is complete with nothing to send"
+        );
+    }
+
+    #[test]
+    fn a_gap_beyond_the_count_bound_is_lost_not_partial() {
+        let h = history(3, 600);
+        let now = Instant::now();
+        let start = h.head_at(ROOM, now);
+        for i in 1..=5 {
+            h.append_at(ROOM, "e", envelope(&i.to_string()), now);
+        }
+        assert_eq!(h.since_at(ROOM, &start, now), Replay::Lost(LostReason::Trimmed));
+        let at1 = Cursor { seq: 1, ..start.clone() };
+        assert_eq!(h.since_at(ROOM, &at1, now), Replay::Lost(LostReason::Trimmed));
+        // Entries 3..5 are held: a client at 2 misses nothing.
+        let at2 = Cursor { seq: 2, ..start };
+        assert_eq!(ids(h.since_at(ROOM, &at2, now)), ["3", "4", "5"]);
+    }
+
+    #[test]
+    fn entries_older_than_the_age_bound_are_dropped() {
+        let h = history(100, 60);
+        let t0 = Instant::now();
+        let start = h.head_at(ROOM, t0);
+        h.append_at(ROOM, "e", envelope("old"), t0);
+        h.append_at(ROOM, "e", envelope("new"), t0 + Duration::from_secs(50));
+        let later = t0 + Duration::from_secs(70);
+        assert_eq!(h.since_at(ROOM, &start, later), Replay::Lost(LostReason::Trimmed));
+        let at1 = Cursor { seq: 1, ..start };
+        assert_eq!(ids(h.since_at(ROOM, &at1, later)), ["new"]);
+    }
+
+    #[test]
+    fn other_epochs_and_future_positions_are_refused() {
+        let h = history(10, 600);
+        let now = Instant::now();
+        h.append_at(ROOM, "e", envelope("1"), now);
+        let head = h.head_at(ROOM, now);
+        let stale = Cursor {
+            epoch: "0000000000000000".to_owned(),
+            seq: 1,
+        };
+        assert_eq!(h.since_at(ROOM, &stale, now), Replay::Lost(LostReason::EpochChanged));
+        assert_eq!(
+            h.since_at("user:unknown", &head, now),
+            Replay::Lost(LostReason::EpochChanged),
+            "a room this history does not know"
+        );
+        let ahead = Cursor { seq: 9, ..head };
+        assert_eq!(h.since_at(ROOM, &ahead, now), Replay::Lost(LostReason::UnknownPosition));
+    }
+
+    #[test]
+    fn sweep_expires_entries_then_forgets_idle_rooms() {
+        let h = history(10, 60);
+        let t0 = Instant::now();
+        h.append_at(ROOM, "e", envelope("1"), t0);
+        h.head_at("user:quiet", t0);
+        assert_eq!(
+            h.sweep(t0 + Duration::from_secs(61)),
+            2,
+            "empty rooms keep their counters for a while"
+        );
+        assert!(h.is_empty());
+        let head = h.head_at(ROOM, t0 + Duration::from_secs(61));
+        assert_eq!(head.seq, 1, "a client that saw event 1 missed nothing");
+        assert_eq!(ids(h.since_at(ROOM, &head, t0 + Duration::from_secs(62))).len(), 0);
+        let gone = t0 + Duration::from_secs(61) + MemoryHistory::IDLE_ROOM_TTL;
+        assert_eq!(h.sweep(gone), 0);
+        assert_eq!(h.since_at(ROOM, &head, gone), Replay::Lost(LostReason::EpochChanged));
+    }
+}

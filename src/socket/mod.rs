@@ -1,0 +1,310 @@
+//! The Socket.IO side: handshake authentication, room membership and client events.
+//!
+//! Isolation rule: a socket's rooms are decided here and only here — its own
+//! `user:<sub>` room from the verified token, `inventory:updates` on request, and
+//! `admin:dashboard` only for admins. No client event names a room, and a handshake
+//! position only resumes a room the socket may join anyway.
+
+mod replay;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::delivery::Gate;
+use crate::health::Stats;
+use crate::history::{Cursor, History};
+use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
+use replay::RoomRecovery;
+
+/// Most rooms a handshake may ask to resume; a socket is in at most three.
+const MAX_RESUME_ROOMS: usize = 8;
+
+/// Why a handshake was refused; the text is what the client sees in `connect_error`.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("invalid auth.positions: {0}")]
+    Positions(String),
+}
+
+/// The rooms a reconnecting client asks to resume, from `auth.positions`.
+#[derive(Debug, Clone, Default)]
+struct Resume(Vec<(String, Cursor)>);
+
+/// Registers the default namespace with its auth middleware and handlers.
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+}
+
+/// Reads the token from `auth.token`, or `?token=` for older clients, and verifies it;
+/// reads `auth.positions` (`{room: {epoch, seq}}`) for replay.
+async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<serde_json::Value>,
+    State(verifier): State<Arc<Verifier>>,
+    State(stats): State<Arc<Stats>>,
+) -> Result<(), HandshakeError> {
+    let mut auth = auth.unwrap_or_default();
+    let from_auth = auth.get("token").and_then(|t| t.as_str().map(str::to_owned));
+    let token = from_auth.or_else(|| query_param(s.req_parts().uri.query().unwrap_or(""), "token"));
+    let result = token
+        .ok_or(AuthError::MissingToken)
+        .and_then(|t| verifier.verify(&t))
+        .map_err(HandshakeError::from)
+        .and_then(|identity| Ok((identity, parse_positions(auth.get_mut("positions").map(serde_json::Value::take))?)));
+    match result {
+        Ok((identity, resume)) => {
+            s.extensions.insert(identity);
+            s.extensions.insert(resume);
+            Ok(())
+        }
+        Err(error) => {
+            Stats::incr(&stats.auth_failures);
+            // The reason, never the token.
+            tracing::info!(sid = %s.id, %error, "handshake refused");
+            Err(error)
+        }
+    }
+}
+
+fn parse_positions(value: Option<serde_json::Value>) -> Result<Resume, HandshakeError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(Resume::default());
+    };
+    let map: BTreeMap<String, Cursor> = serde_json::from_value(value)
+        .map_err(|e| HandshakeError::Positions(format!("expected {{\"<room>\": {{\"epoch\": string, \"seq\": integer}}}} ({e})")))?;
+    if map.len() > MAX_RESUME_ROOMS {
+        return Err(HandshakeError::Positions(format!("at most {MAX_RESUME_ROOMS} rooms")));
+    }
+    Ok(Resume(map.into_iter().collect()))
+}
+
+/// Whether this identity may be in `room` (the only rooms a handshake may resume).
+fn may_join(identity: &Identity, room: &str) -> bool {
+    room == user_room(&identity.user_id) || room == INVENTORY_ROOM || (room == ADMIN_ROOM && identity.is_admin)
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    // JWTs are base64url and dots: nothing in them needs percent-decoding.
+    query
+        .split('&')
+        .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
+}
+
+/// Sent once to each socket when it is connected, caught up and in its rooms: after any
+/// replayed envelope, before any live one.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionSuccess<'a> {
+    socket_id: String,
+    user_id: &'a str,
+    is_admin: bool,
+    rooms: Vec<String>,
+    /// The position of each joined room: what the client should hand back on reconnect.
+    positions: BTreeMap<String, Cursor>,
+    /// For each room in the handshake's `positions`: whether everything missed was replayed.
+    recovery: BTreeMap<String, RoomRecovery>,
+}
+
+/// The answer to every client event, through its ack.
+#[derive(Debug, Serialize)]
+struct Reply {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    rooms: Vec<String>,
+    /// The joined room's position, on subscribe.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    positions: BTreeMap<String, Cursor>,
+}
+
+async fn on_connect(
+    s: SocketRef,
+    Extension(identity): Extension<Identity>,
+    Extension(resume): Extension<Resume>,
+    State(stats): State<Arc<Stats>>,
+    State(history): State<Arc<dyn History>>,
+    State(gate): State<Arc<Gate>>,
+) {
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
+    register_events(&s);
+
+    let mut join = vec![user_room(&identity.user_id)];
+    let mut refused = BTreeMap::new();
+    let mut allowed = Vec::new();
+    for (room, cursor) in resume.0 {
+        if !may_join(&identity, &room) {
+            refused.insert(room, RoomRecovery::refused());
+            continue;
+        }
+        if !join.contains(&room) {
+            join.push(room.clone());
+        }
+        allowed.push((room, cursor));
+    }
+    let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed).await;
+    let mut recovery = resumed.recovery;
+    recovery.extend(refused);
+    let hello = ConnectionSuccess {
+        socket_id: s.id.to_string(),
+        user_id: &identity.user_id,
+        is_admin: identity.is_admin,
+        rooms: room_names(&s),
+        positions: resumed.positions,
+        recovery,
+    };
+    if let Err(error) = s.emit("connection:success", &hello) {
+        tracing::debug!(sid = %s.id, %error, "could not send connection:success");
+    }
+    // Live envelopes may flow to this socket from here on.
+    drop(resumed.guard);
+}
+
+fn register_events(s: &SocketRef) {
+    s.on(
+        "subscribe:inventory",
+        async |s: SocketRef, ack: AckSender, State(history): State<Arc<dyn History>>, State(gate): State<Arc<Gate>>| {
+            let head = replay::join_at_head(&s, history.as_ref(), &gate, INVENTORY_ROOM).await;
+            reply_joined(&s, ack, INVENTORY_ROOM, head);
+        },
+    );
+    s.on("unsubscribe:inventory", async |s: SocketRef, ack: AckSender| {
+        s.leave(INVENTORY_ROOM);
+        reply(&s, ack, None);
+    });
+    s.on(
+        "subscribe:admin",
+        async |s: SocketRef,
+               ack: AckSender,
+               Extension(id): Extension<Identity>,
+               State(history): State<Arc<dyn History>>,
+               State(gate): State<Arc<Gate>>| {
+            if id.is_admin {
+                let head = replay::join_at_head(&s, history.as_ref(), &gate, ADMIN_ROOM).await;
+                reply_joined(&s, ack, ADMIN_ROOM, head);
+            } else {
+                tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
+                reply(&s, ack, Some("forbidden: admin role required"));
+            }
+        },
+    );
+    s.on("unsubscribe:admin", async |s: SocketRef, ack: AckSender| {
+        s.leave(ADMIN_ROOM);
+        reply(&s, ack, None);
+    });
+    // Kept for clients written against older bridges: order events already reach user:<sub>.
+    s.on("subscribe:orders", async |s: SocketRef, ack: AckSender| reply(&s, ack, None));
+    s.on_disconnect(async |s: SocketRef, reason: DisconnectReason, State(stats): State<Arc<Stats>>| {
+        stats.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+    });
+}
+
+fn room_names(s: &SocketRef) -> Vec<String> {
+    let mut rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+    rooms.sort();
+    rooms
+}
+
+fn reply(s: &SocketRef, ack: AckSender, error: Option<&'static str>) {
+    send_reply(
+        ack,
+        Reply {
+            ok: error.is_none(),
+            error,
+            rooms: room_names(s),
+            positions: BTreeMap::new(),
+        },
+    );
+}
+
+fn reply_joined(s: &SocketRef, ack: AckSender, room: &str, head: Option<Cursor>) {
+    send_reply(
+        ack,
+        Reply {
+            ok: true,
+            error: None,
+            rooms: room_names(s),
+            positions: head.map(|h| (room.to_owned(), h)).into_iter().collect(),
+        },
+    );
+}
+
+fn send_reply(ack: AckSender, reply: Reply) {
+    // A client that sent no ack callback gets nothing back; that is not an error.
+    let _ = ack.send(&reply);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(user: &str, is_admin: bool) -> Identity {
+        Identity {
+            user_id: user.to_owned(),
+            is_admin,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_handshake_resumes_only_rooms_the_socket_may_join() {
+        let buyer = identity("42", false);
+        assert!(may_join(&buyer, "user:42"));
+        assert!(may_join(&buyer, INVENTORY_ROOM));
+        assert!(!may_join(&buyer, "user:7"), "another buyer's room");
+        assert!(!may_join(&buyer, ADMIN_ROOM));
+        assert!(!may_join(&buyer, "user:42:x"));
+        assert!(may_join(&identity("admin", true), ADMIN_ROOM));
+    }
+
+    #[test]
+    fn positions_are_validated() {
+        let ok = parse_positions(Some(serde_json::json!({"user:42": {"epoch": "ab", "seq": 3}}))).unwrap();
+        assert_eq!(
+            ok.0,
+            vec![(
+                "user:42".to_owned(),
+                Cursor {
+                    epoch: "ab".to_owned(),
+                    seq: 3
+                }
+            )]
+        );
+        assert!(parse_positions(None).unwrap().0.is_empty());
+        assert!(parse_positions(Some(serde_json::Value::Null)).unwrap().0.is_empty());
+        for bad in [
+            serde_json::json!([1, 2]),
+            serde_json::json!({"user:42": {"epoch": "ab", "seq": -1}}),
+            serde_json::json!({"user:42": {"seq": 3}}),
+            serde_json::json!({"user:42": "ab:3"}),
+        ] {
+            let err = parse_positions(Some(bad.clone())).unwrap_err();
+            assert!(err.to_string().starts_with("invalid auth.positions"), "{bad}: {err}");
+        }
+        let many: serde_json::Map<String, serde_json::Value> = (0..9)
+            .map(|i| (format!("r{i}"), serde_json::json!({"epoch": "e", "seq": 1})))
+            .collect();
+        assert!(parse_positions(Some(many.into())).is_err());
+    }
+
+    #[test]
+    fn token_from_query() {
+        assert_eq!(
+            query_param("EIO=4&transport=websocket&token=a.b.c", "token").as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(query_param("EIO=4&tokens=x", "token"), None);
+        assert_eq!(query_param("", "token"), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! Replay on (re)connect: send a socket what it missed in each room, then join the rooms,
+//! so that it sees every envelope once (or is told plainly that it cannot).
+//!
+//! The contract: for every room named in the handshake's `positions`, the socket receives
+//! the envelopes after that position in order, before any live envelope, and then a
+//! per-room `recovered` flag in `connection:success`. A gap the history cannot fill is
+//! replayed not at all (never partially) and reported `recovered: false`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
+use tokio::sync::RwLockReadGuard;
+use tokio::time::Instant;
+
+use crate::delivery::Gate;
+use crate::history::{Cursor, Entry, History, LostReason, Replay};
+
+/// How long a replay may wait for a slow socket to drain its buffer before giving up.
+const REPLAY_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between attempts while a socket's buffer is full.
+const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(2);
+
+/// How recovery of one room went, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomRecovery {
+    /// Every missed envelope was replayed.
+    pub recovered: bool,
+    /// How many envelopes were replayed.
+    pub replayed: usize,
+    /// Why recovery failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl RoomRecovery {
+    /// A room the socket may not be in: nothing replayed, nothing joined.
+    pub fn refused() -> Self {
+        RoomRecovery::lost("forbidden")
+    }
+
+    fn lost(reason: &'static str) -> Self {
+        RoomRecovery {
+            recovered: false,
+            replayed: 0,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// The rooms a socket ended up in, with its position in each and how recovery went.
+/// Holds the gate shared until dropped, so the caller can greet the socket before any live
+/// envelope reaches it.
+pub struct Resumed<'g> {
+    /// Dropping it lets live emits through again.
+    pub guard: RwLockReadGuard<'g, ()>,
+    /// The room heads: the positions the client should keep now.
+    pub positions: BTreeMap<String, Cursor>,
+    /// One per room the client asked to resume.
+    pub recovery: BTreeMap<String, RoomRecovery>,
+}
+
+/// Replays what `s` missed in each of `resume`'s rooms and joins it to `join` (which
+/// includes those rooms).
+pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, join: &[String], resume: &[(String, Cursor)]) -> Resumed<'g> {
+    let deadline = Instant::now() + REPLAY_DEADLINE;
+    let mut recovery = BTreeMap::new();
+    // The bulk of each gap is sent without holding the gate, so a long replay to a slow
+    // socket never holds up live delivery to everyone else.
+    let mut caught_up: Vec<(&str, Cursor, usize)> = Vec::new();
+    for (room, cursor) in resume {
+        match replay_gap(s, history, room, cursor, Wait::Until(deadline)).await {
+            Ok((cursor, sent)) => caught_up.push((room, cursor, sent)),
+            Err(failure) => {
+                recovery.insert(room.clone(), failure);
+            }
+        }
+    }
+
+    let guard = gate.joining().await;
+    // Under the gate nothing new is emitted: send what arrived meanwhile, then join.
+    for (room, cursor, sent) in caught_up {
+        let status = match replay_gap(s, history, room, &cursor, Wait::No).await {
+            Ok((_, more)) => RoomRecovery {
+                recovered: true,
+                replayed: sent + more,
+                reason: None,
+            },
+            Err(failure) => RoomRecovery {
+                replayed: sent + failure.replayed,
+                ..failure
+            },
+        };
+        recovery.insert(room.to_owned(), status);
+    }
+    s.join(join.to_vec());
+    let mut positions = BTreeMap::new();
+    for room in join {
+        match history.head(room).await {
+            Ok(head) => {
+                positions.insert(room.clone(), head);
+            }
+            Err(error) => tracing::warn!(sid = %s.id, room, %error, "no history position for room"),
+        }
+    }
+    for (room, status) in recovery.iter().filter(|(_, r)| !r.recovered) {
+        tracing::info!(sid = %s.id, room, reason = status.reason, replayed = status.replayed, "room not recovered; client must refetch");
+    }
+    Resumed {
+        guard,
+        positions,
+        recovery,
+    }
+}
+
+/// Joins `room` and returns its head, so a client that subscribes mid-stream knows the
+/// position from which every later envelope will reach it live.
+pub async fn join_at_head(s: &SocketRef, history: &dyn History, gate: &Gate, room: &str) -> Option<Cursor> {
+    let _joining = gate.joining().await;
+    s.join(room.to_owned());
+    history.head(room).await.ok()
+}
+
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Wait for buffer space until this instant.
+    Until(Instant),
+    /// Fail at once when the buffer is full (the gate is held).
+    No,
+}
+
+/// Sends the envelopes of `room` after `cursor`; returns the new cursor and how many were
+/// sent, or the failure to report (with what was sent before it).
+async fn replay_gap(
+    s: &SocketRef,
+    history: &dyn History,
+    room: &str,
+    cursor: &Cursor,
+    wait: Wait,
+) -> Result<(Cursor, usize), RoomRecovery> {
+    let entries = match history.since(room, cursor).await {
+        Ok(Replay::Complete(entries)) => entries,
+        Ok(Replay::Lost(reason)) => {
+            return Err(RoomRecovery::lost(match reason {
+                LostReason::EpochChanged => "epoch-changed",
+                LostReason::Trimmed => "history-trimmed",
+                LostReason::UnknownPosition => "unknown-position",
+            }));
+        }
+        Err(error) => {
+            tracing::warn!(sid = %s.id, room, %error, "replay failed");
+            return Err(RoomRecovery::lost("history-unavailable"));
+        }
+    };
+    let mut last = cursor.clone();
+    for (sent, entry) in entries.iter().enumerate() {
+        if let Err(reason) = send(s, entry, wait).await {
+            return Err(RoomRecovery {
+                replayed: sent,
+                ..RoomRecovery::lost(reason)
+            });
+        }
+        if let Some(p) = &entry.envelope.position {
+            last.seq = p.seq;
+        }
+    }
+    Ok((last, entries.len()))
+}
+
+async fn send(s: &SocketRef, entry: &Entry, wait: Wait) -> Result<(), &'static str> {
+    loop {
+        match s.emit(&entry.event, &entry.envelope) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => match wait {
+                // socketioxide has no way to await buffer space; the writer drains it
+                // continuously, so a short pause is enough for a reading client.
+                Wait::Until(deadline) if Instant::now() < deadline => tokio::time::sleep(FULL_BUFFER_BACKOFF).await,
+                _ => return Err("slow-consumer"),
+            },
+            Err(SendError::Socket(SocketError::Closed)) => return Err("disconnected"),
+            Err(SendError::Serialize(error)) => {
+                tracing::error!(sid = %s.id, id = %entry.envelope.id, %error, "could not serialize an envelope for replay");
+                return Err("internal-error");
+            }
+        }
+    }
+}
