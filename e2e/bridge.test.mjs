@@ -5,7 +5,7 @@ import {
   bridgeEnv, connect, producer, request, startBridge, startBroker, token, waitFor,
 } from "./harness.mjs";
 
-const TOPICS = ["order.created", "order.updated", "order.cancelled", "inventory.updated", "product.created", "product.updated"];
+const TOPICS = ["order.created", "order.updated", "order.cancelled", "inventory.updated", "product.created", "product.updated", "realtime-bridge.dlq"];
 
 describe("bridge against a Kafka broker process", () => {
   let broker, bridge, kafka;
@@ -65,7 +65,9 @@ describe("bridge against a Kafka broker process", () => {
       open(bridge.url, { auth: { token: token("bob") } }),
       open(bridge.url, { auth: { token: token("root", { roles: ["admin"] }) } }),
     ]);
-    assert.deepEqual(await request(admin, "subscribe:admin"), { ok: true, rooms: ["admin:dashboard", "user:root"] });
+    const joined = await request(admin, "subscribe:admin");
+    assert.deepEqual([joined.ok, joined.rooms], [true, ["admin:dashboard", "user:root"]]);
+    assert.deepEqual(Object.keys(joined.positions), ["admin:dashboard"], "the ack hands back the room's position");
 
     const sentAt = performance.now();
     await kafka.send("order.updated", [{ orderId: "A-1", buyerId: "alice", status: "shipped", previousStatus: "paid", extra: 1 }]);
@@ -84,6 +86,8 @@ describe("bridge against a Kafka broker process", () => {
     assert.equal(env.message, "Your order A-1 has shipped");
     assert.equal(env.priority, "normal");
     assert.deepEqual(a2.of("order:updated")[0].payload, env, "every device gets the same envelope");
+    assert.equal(env.position.room, "user:alice");
+    assert.equal(env.position.seq, 1);
 
     assert.deepEqual(b.events.map((e) => e.payload?.data?.orderId).filter(Boolean), ["B-1"], "bob sees only his own order");
     assert.equal(b.of("order:updated")[0].payload.data.buyerId, "bob", "userId is accepted as buyerId");
@@ -139,14 +143,15 @@ describe("bridge against a Kafka broker process", () => {
     const [first, second] = c.of("order:updated").map((e) => Number(e.payload.id.split(":").pop()));
     assert.equal(second, first + 3, "the two bad records in between were consumed and skipped");
     await waitFor(
-      () => bridge.logs.filter((l) => l.message === "skipping record that is not a valid event" && l.topic === "order.updated").length >= 2,
-      { what: "the skip to be logged" },
+      () => bridge.logs.filter((l) => l.message === "record dead-lettered" && l.topic === "order.updated").length >= 2,
+      { what: "the dead-lettering to be logged" },
     );
-    const skipped = bridge.logs.find((l) => l.message === "skipping record that is not a valid event");
+    const skipped = bridge.logs.find((l) => l.message === "record is not a valid event");
     assert.equal(skipped.partition, 0);
     assert.equal(skipped.offset, first + 1);
     const { body } = await bridge.health("/health");
-    assert.equal(body.kafka.recordsInvalid, 2, "both skipped records are counted");
+    assert.equal(body.kafka.recordsInvalid, 2, "both bad records are counted");
+    assert.equal(body.kafka.recordsDeadLettered, 2);
   });
 
   test("latency sample: one event at a time, produce → receive (reported, not asserted)", async (t) => {

@@ -45,12 +45,16 @@ function canConnect(port) {
   });
 }
 
-/** Starts a tansu broker (in-memory storage) and returns { brokers, createTopics, stop }. */
-export async function startBroker() {
-  const port = await freePort();
+/**
+ * Starts a tansu broker (in-memory storage) and returns { brokers, createTopics, stop }.
+ * With `advertisedPort`, clients are told to reach it there (a proxy in front of it).
+ */
+export async function startBroker({ port, advertisedPort } = {}) {
+  port ??= await freePort();
   const url = `tcp://127.0.0.1:${port}`;
+  const advertised = `tcp://127.0.0.1:${advertisedPort ?? port}`;
   const proc = spawn(TANSU_BIN, [
-    "broker", "--storage-engine", "memory://tansu/", "--listener-url", url, "--advertised-listener-url", url,
+    "broker", "--storage-engine", "memory://tansu/", "--listener-url", url, "--advertised-listener-url", advertised,
   ], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
@@ -69,6 +73,44 @@ export async function startBroker() {
       proc.kill("SIGTERM");
       await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
     },
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 that can be cut (every connection reset, new ones refused) and
+ * restored, or pointed at another target: a network failure, or a load balancer.
+ */
+export async function startProxy(targetPort, port) {
+  port ??= await freePort();
+  let target = targetPort;
+  const open = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      open.add(s);
+      s.on("error", () => {});
+      s.on("close", () => { open.delete(s); client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  const listen = () => new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => { server.off("error", reject); resolve(); });
+  });
+  await listen();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    /** Resets every connection and refuses new ones. */
+    async cut() {
+      const closed = new Promise((r) => server.close(r));
+      for (const s of open) s.resetAndDestroy();
+      await closed;
+    },
+    restore: listen,
+    retarget(p) { target = p; },
+    async close() { if (server.listening) await this.cut(); },
   };
 }
 
@@ -105,10 +147,11 @@ export async function startBridge(env = {}) {
     async ready(timeoutMs = 60000) {
       await waitFor(async () => (await this.health()).status === 200, { timeoutMs, intervalMs: 100, what: "/health/ready = 200" });
     },
-    async stop() {
-      if (proc.exitCode !== null) return proc.exitCode;
-      proc.kill("SIGTERM");
-      return new Promise((r) => proc.once("exit", (code) => r(code)));
+    async stop(signal = "SIGTERM") {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      const exited = new Promise((r) => proc.once("exit", (code) => r(code)));
+      proc.kill(signal);
+      return exited;
     },
   };
 }
@@ -151,6 +194,12 @@ export function connect(url, { auth, query } = {}) {
   });
 }
 
+/** Counters from the bridge's /health body. */
+export async function counters(bridge) {
+  const { body } = await bridge.health("/health");
+  return { ...body.kafka, ...body.socketio };
+}
+
 /** Emits a client event and resolves with its ack. */
 export function request(client, event) {
   return client.socket.timeout(5000).emitWithAck(event);
@@ -169,6 +218,31 @@ export async function producer(brokers) {
         messages: values.map((v) => ({ partition, value: typeof v === "string" ? v : JSON.stringify(v) })),
       });
     },
+    /** Sends records with keys and headers as given: [{ key, value, headers }]. */
+    async sendRaw(topic, messages, partition = 0) {
+      await p.send({ topic, messages: messages.map((m) => ({ partition, ...m })) });
+    },
     disconnect: () => p.disconnect(),
   };
+}
+
+/** Reads `count` records of `topic` from the start, with their headers as strings. */
+export async function readTopic(brokers, topic, count, timeoutMs = 30000) {
+  const kafka = new Kafka({ clientId: "e2e-reader", brokers: [brokers], logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `e2e-reader-${randomUUID()}`, sessionTimeout: 6000 });
+  const records = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        const headers = Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, v?.toString()]));
+        records.push({ partition, offset: Number(message.offset), key: message.key?.toString(), value: message.value?.toString(), headers });
+      },
+    });
+    await waitFor(() => records.length >= count, { timeoutMs, what: `${count} records of ${topic}` });
+    return records;
+  } finally {
+    await consumer.disconnect();
+  }
 }
