@@ -42,7 +42,7 @@ describe("no event lost", () => {
     await broker?.stop();
   });
 
-  test("a client whose transport drops gets exactly the 200 + 20 missed events on reconnect, in order, recovered", async () => {
+  test("a client whose transport drops gets exactly the 200 + 20 missed events on reconnect, in order, recovered", async (t) => {
     const proxy = await startProxy(portOf(bridge.url));
     const c = recordingClient(proxy.url, token("rita"));
     cleanups.push(async () => { c.socket.close(); await proxy.close(); });
@@ -65,6 +65,8 @@ describe("no event lost", () => {
     // Live events keep coming while the client reconnects and replays: the gate must
     // neither lose one between replay and join nor let one overtake the replay.
     await proxy.restore();
+    const restoredAt = performance.now();
+    c.socket.once("connection:success", () => t.diagnostic(`network back → replayed and live again: ${(performance.now() - restoredAt).toFixed(0)} ms (includes the client's reconnect delay, 100–200 ms)`));
     for (let i = 0; i < 10; i++) await kafka.send("order.updated", orders("R", "rita", 205 + i * 10, 10));
     await waitFor(() => c.hellos().length === 2, { what: "the reconnection" });
     const hello = c.hellos()[1];
