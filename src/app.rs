@@ -15,19 +15,21 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{Verifier, mint_hs256};
 use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
 use crate::delivery::{Delivery, Gate};
-use crate::health::{Health, Stats};
+use crate::health::Health;
 use crate::history::{History, MemoryHistory};
 use crate::http::{self, HttpState};
 use crate::kafka::consumer::{self, GroupConsumer, Sinks};
 use crate::kafka::dead_letter::DeadLetters;
 use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
 use crate::routing::RoutingRules;
+use crate::stats::Stats;
 use crate::{demo, socket};
 
 /// A built, bound, not yet running service.
 pub struct App {
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     router: Router,
     consumer: GroupConsumer,
     sinks: Sinks,
@@ -68,39 +70,60 @@ impl App {
         let gate = Arc::new(Gate::default());
 
         let (sio_layer, io) = SocketIo::builder()
-            .with_state(verifier)
+            .with_state(verifier.clone())
             .with_state(stats.clone())
             .with_state(history.clone() as Arc<dyn History>)
             .with_state(gate.clone())
             .build_layer();
         socket::register(&io);
 
-        let router = http::router(HttpState {
-            health: health.clone(),
-            stats: stats.clone(),
-        })
-        .layer(sio_layer)
-        .layer(cors_layer(&config.cors_origins)?);
-
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("binding {} (PORT)", config.bind))?;
-        let consumer = consumer::create(&config.kafka, &brokers, health.clone()).context("creating the Kafka consumer")?;
-        let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
+        let rules = RoutingRules {
+            low_stock_threshold: config.low_stock_threshold,
+        };
         let delivery = Delivery::new(
             io.clone(),
-            RoutingRules {
-                low_stock_threshold: config.low_stock_threshold,
-            },
+            rules,
             stats.clone(),
             history.clone(),
             gate,
             config.kafka.max_record_bytes,
         );
+        let http_state = HttpState {
+            health: health.clone(),
+            stats: stats.clone(),
+            verifier,
+            api_keys: Arc::new(config.api_keys.clone()),
+            delivery: delivery.clone(),
+            io: io.clone(),
+            rules,
+            group_id: config.kafka.group_id.as_str().into(),
+        };
+        crate::metrics::handle();
+        let router = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none())
+            .layer(sio_layer)
+            .layer(cors_layer(&config.cors_origins)?);
+
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {} (PORT)", config.bind))?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => {
+                let addr = SocketAddr::new(config.bind.ip(), port);
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr} (METRICS_PORT)"))?,
+                )
+            }
+            None => None,
+        };
+        let consumer = consumer::create(&config.kafka, &brokers, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
+        let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
 
         Ok(App {
             config,
             listener,
+            metrics_listener,
             router,
             consumer,
             sinks: Sinks {
@@ -128,6 +151,7 @@ impl App {
         let App {
             config,
             listener,
+            metrics_listener,
             router,
             consumer,
             sinks,
@@ -142,6 +166,17 @@ impl App {
         let consumer_stop = CancellationToken::new();
         let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
         tokio::spawn(sweep_history(history, config.history.max_age, shutdown.clone()));
+        tokio::spawn(metrics_upkeep(shutdown.clone()));
+        if let Some(listener) = metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(error) = served.await {
+                    tracing::warn!(%error, "metrics server error");
+                }
+            });
+        }
 
         if dev_broker.is_some() {
             print_dev_banner(&config, &brokers, listener.local_addr()?);
@@ -207,6 +242,18 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
                 let rooms = history.sweep(std::time::Instant::now());
                 tracing::trace!(rooms, "history swept");
             }
+        }
+    }
+}
+
+/// Keeps the Prometheus histograms' memory bounded (we serve /metrics ourselves, so the
+/// exporter's own upkeep does not run).
+async fn metrics_upkeep(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => crate::metrics::upkeep(),
         }
     }
 }

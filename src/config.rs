@@ -74,6 +74,16 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
+/// Service API keys accepted in `X-API-Key` by the REST API; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys(pub Vec<String>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys(<{} redacted>)", self.0.len())
+    }
+}
+
 /// Which origins browsers may call from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -150,6 +160,12 @@ pub struct Config {
     pub dev_demo_rate: u32,
     /// Bounds of each room's replay history.
     pub history: HistoryLimits,
+    /// Keys other services may use on the REST API.
+    pub api_keys: ApiKeys,
+    /// Largest REST request body accepted.
+    pub rest_max_body_bytes: usize,
+    /// When set, `/metrics` is served on this port (bound to `HOST`) instead of the main one.
+    pub metrics_port: Option<u16>,
 }
 
 impl Config {
@@ -275,6 +291,23 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(other) => return Err(invalid("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
         };
+        let api_keys: Vec<String> = get("API_KEYS")
+            .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(i) = api_keys.iter().position(|k| k.len() < 32) {
+            // Position only: the key itself is a secret.
+            return Err(invalid("API_KEYS", format!("key #{} is shorter than 32 characters", i + 1)));
+        }
+        let metrics_port = match get("METRICS_PORT") {
+            None => None,
+            Some(_) => Some(parse::<u16>(&get, "METRICS_PORT", 0)?),
+        };
+        if metrics_port.is_some_and(|m| m != 0 && m == port) {
+            return Err(invalid(
+                "METRICS_PORT",
+                "must differ from PORT (unset it to serve /metrics on PORT)".into(),
+            ));
+        }
         let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(invalid(
@@ -298,6 +331,9 @@ impl Config {
                 max_events: parse_range(&get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
                 max_age: Duration::from_secs(parse_range(&get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
             },
+            api_keys: ApiKeys(api_keys),
+            rest_max_body_bytes: parse_range(&get, "REST_MAX_BODY_BYTES", 64 * 1024, 1_024..=16 * 1024 * 1024)?,
+            metrics_port,
         })
     }
 }
@@ -374,6 +410,20 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn api_keys_are_long_and_never_printed() {
+        let key = "k".repeat(32);
+        let c = load(&[("API_KEYS", &format!("{key}, {key}2"))]).unwrap();
+        assert_eq!(c.api_keys.0.len(), 2);
+        assert!(!format!("{c:?}").contains(&key), "Debug output must not contain a key");
+        let err = load(&[("API_KEYS", &format!("{key},short"))]).unwrap_err();
+        assert_eq!(err.to_string(), "API_KEYS: key #2 is shorter than 32 characters");
+        assert_eq!(load(&[]).unwrap().rest_max_body_bytes, 64 * 1024);
+        assert_eq!(load(&[("METRICS_PORT", "9100")]).unwrap().metrics_port, Some(9100));
+        let err = load(&[("METRICS_PORT", "3009")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "METRICS_PORT", .. }), "{err}");
+    }
 
     #[test]
     fn dead_letter_topic_must_not_be_subscribed() {

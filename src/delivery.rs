@@ -7,14 +7,15 @@
 //! record counts as done.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use socketioxide::SocketIo;
+use socketioxide::{BroadcastError, SocketIo};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::events::{Event, ParseError, Source};
-use crate::health::Stats;
-use crate::history::{History, HistoryError};
+use crate::history::{Entry, History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
+use crate::stats::Stats;
 
 /// A Kafka record as the pipeline needs it.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +97,7 @@ impl Delivery {
     /// [`Outcome::Rejected`] (logged with its coordinates); an error means the history
     /// could not store it and the record must be retried.
     pub async fn handle_record(&self, rec: Record<'_>) -> Result<Outcome, HistoryError> {
-        Stats::incr(&self.stats.records_consumed);
+        self.stats.consumed(rec.topic);
         let size = rec.payload.map_or(0, <[u8]>::len);
         let parsed = if size > self.max_record_bytes {
             Err(ParseError::TooLarge {
@@ -108,12 +109,16 @@ impl Delivery {
         };
         match parsed {
             Ok(event) => {
+                self.stats.parsed(&event.event_type());
                 let source = Source::kafka(rec.topic, rec.partition, rec.offset, rec.timestamp_ms);
                 self.deliver(route(&event, &source, self.rules)).await?;
+                if let Some(age) = rec.timestamp_ms.and_then(since_epoch_ms) {
+                    self.stats.latency(age);
+                }
                 Ok(Outcome::Delivered)
             }
             Err(error) => {
-                Stats::incr(&self.stats.records_invalid);
+                self.stats.invalid(rec.topic);
                 tracing::warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %error, "record is not a valid event");
                 Ok(Outcome::Rejected(error))
             }
@@ -123,16 +128,31 @@ impl Delivery {
     /// Stores each route in its room's history, then emits it, in order. A socket whose
     /// buffer is full misses the live emit (socketioxide refuses rather than waits); the
     /// others still receive it, and the missed one is in the history.
-    pub async fn deliver(&self, routes: Vec<Route>) -> Result<(), HistoryError> {
+    /// Returns what was stored, positions included.
+    pub async fn deliver(&self, routes: Vec<Route>) -> Result<Vec<Arc<Entry>>, HistoryError> {
         let _emitting = self.gate.emitting().await;
+        let mut stored = Vec::with_capacity(routes.len());
         for r in routes {
             let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
-            Stats::incr(&self.stats.emits);
-            if let Err(error) = self.io.to(r.room.clone()).emit(&entry.event, &entry.envelope).await {
-                Stats::incr(&self.stats.emit_failures);
-                tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed for some sockets");
-            }
+            let missed = match self.io.to(r.room.clone()).emit(&entry.event, &entry.envelope).await {
+                Ok(()) => 0,
+                Err(error) => {
+                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed for some sockets");
+                    match error {
+                        BroadcastError::Socket(sockets) => sockets.len(),
+                        _ => 1,
+                    }
+                }
+            };
+            self.stats.emitted(&entry.event, missed);
+            stored.push(entry);
         }
-        Ok(())
+        Ok(stored)
     }
+}
+
+/// Time elapsed since an epoch-milliseconds timestamp (`None` if it is in the future).
+fn since_epoch_ms(ms: i64) -> Option<Duration> {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?);
+    SystemTime::now().duration_since(at).ok()
 }

@@ -263,7 +263,7 @@ pub struct Envelope {
 
 /// An envelope's place in a room's history: the `seq`-th envelope of `room` in `epoch`.
 /// Clients keep the last one per room and hand it back when they reconnect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Position {
     /// The room the envelope was sent to.
     pub room: String,
@@ -288,6 +288,14 @@ impl Source {
         Source {
             id: format!("{topic}:{partition}:{offset}"),
             occurred_at: rfc3339_millis(timestamp_ms),
+        }
+    }
+
+    /// The source of a REST broadcast: a fresh random id (`rest:<hex>`), now.
+    pub fn rest() -> Source {
+        Source {
+            id: format!("rest:{:032x}", rand::random::<u128>()),
+            occurred_at: rfc3339_millis(None),
         }
     }
 }

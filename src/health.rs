@@ -3,54 +3,31 @@
 //! Readiness is honest: the process is ready only when the Kafka consumer has joined
 //! its group (and so will receive records) and shutdown has not begun.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
-/// Shared component state, updated by the consumer and socket handlers.
+use crate::stats::Stats;
+
+/// Shared component state, updated by the consumer and the shutdown sequence.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
     kafka_joined: AtomicBool,
-    assigned_partitions: AtomicI64,
+    assignment: Mutex<Vec<(String, i32)>>,
     draining: AtomicBool,
     embedded_broker: bool,
 }
 
-/// Counters of what the bridge has done since start.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Kafka records received.
-    pub records_consumed: AtomicU64,
-    /// Records that did not parse into an event.
-    pub records_invalid: AtomicU64,
-    /// Invalid records copied to the dead-letter topic (then skipped).
-    pub records_dead_lettered: AtomicU64,
-    /// Failed attempts to produce to the dead-letter topic (each is retried).
-    pub dead_letter_failures: AtomicU64,
-    /// Socket events emitted to rooms (one per route).
-    pub emits: AtomicU64,
-    /// Emits that failed for at least one socket.
-    pub emit_failures: AtomicU64,
-    /// Sockets connected now.
-    pub connections: AtomicI64,
-    /// Handshakes refused.
-    pub auth_failures: AtomicU64,
-}
-
-impl Stats {
-    /// Adds one to a counter.
-    pub fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// The JSON body of the health endpoints.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthReport {
     /// `ok` when ready, otherwise `unavailable`.
+    #[schema(example = "ok")]
     pub status: &'static str,
     /// Shutdown has begun.
     pub draining: bool,
@@ -63,13 +40,14 @@ pub struct HealthReport {
 }
 
 /// The Kafka consumer's state.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaReport {
     /// `up` once the group is joined, else `connecting`.
+    #[schema(example = "up")]
     pub status: &'static str,
     /// Partitions assigned to this member (0 is legitimate when the group has more members than partitions).
-    pub assigned_partitions: i64,
+    pub assigned_partitions: usize,
     /// Whether the embedded development broker is in use.
     pub embedded_broker: bool,
     /// Records received since start.
@@ -83,10 +61,11 @@ pub struct KafkaReport {
 }
 
 /// The Socket.IO server's state.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketReport {
     /// Always `up` while the process serves.
+    #[schema(example = "up")]
     pub status: &'static str,
     /// Connected sockets.
     pub connections: i64,
@@ -104,21 +83,26 @@ impl Health {
         Health {
             started: Instant::now(),
             kafka_joined: AtomicBool::new(false),
-            assigned_partitions: AtomicI64::new(0),
+            assignment: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             embedded_broker,
         }
     }
 
     /// The consumer received an assignment (possibly empty) from the group.
-    pub fn kafka_assigned(&self, partitions: usize) {
-        self.assigned_partitions.store(partitions as i64, Ordering::Relaxed);
+    pub fn kafka_assigned(&self, partitions: Vec<(String, i32)>) {
+        *self.assignment.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
         self.kafka_joined.store(true, Ordering::Release);
     }
 
     /// The consumer's partitions were revoked (a rebalance is under way).
     pub fn kafka_revoked(&self) {
-        self.assigned_partitions.store(0, Ordering::Relaxed);
+        self.assignment.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The partitions this member consumes now.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.assignment.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Shutdown began: readiness turns false from now on.
@@ -131,28 +115,34 @@ impl Health {
         self.kafka_joined.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     /// A snapshot for the probes.
     pub fn report(&self, stats: &Stats) -> HealthReport {
         let joined = self.kafka_joined.load(Ordering::Acquire);
+        let t = stats.totals();
         HealthReport {
             status: if self.is_ready() { "ok" } else { "unavailable" },
             draining: self.draining.load(Ordering::Acquire),
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_secs: self.uptime_secs(),
             kafka: KafkaReport {
                 status: if joined { "up" } else { "connecting" },
-                assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
+                assigned_partitions: self.assignment.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 embedded_broker: self.embedded_broker,
-                records_consumed: stats.records_consumed.load(Ordering::Relaxed),
-                records_invalid: stats.records_invalid.load(Ordering::Relaxed),
-                records_dead_lettered: stats.records_dead_lettered.load(Ordering::Relaxed),
-                dead_letter_failures: stats.dead_letter_failures.load(Ordering::Relaxed),
+                records_consumed: t.records_consumed,
+                records_invalid: t.records_invalid,
+                records_dead_lettered: t.records_dead_lettered,
+                dead_letter_failures: t.dead_letter_failures,
             },
             socketio: SocketReport {
                 status: "up",
-                connections: stats.connections.load(Ordering::Relaxed),
-                emits: stats.emits.load(Ordering::Relaxed),
-                emit_failures: stats.emit_failures.load(Ordering::Relaxed),
-                auth_failures: stats.auth_failures.load(Ordering::Relaxed),
+                connections: t.connections,
+                emits: t.emits,
+                emit_failures: t.emit_failures,
+                auth_failures: t.auth_failures,
             },
         }
     }
@@ -167,10 +157,13 @@ mod tests {
         let h = Health::new(false);
         assert!(!h.is_ready());
         assert_eq!(h.report(&Stats::default()).kafka.status, "connecting");
-        h.kafka_assigned(0);
+        h.kafka_assigned(vec![]);
         assert!(h.is_ready(), "an empty assignment is a legitimate idle member");
+        h.kafka_assigned(vec![("order.updated".into(), 0)]);
+        assert_eq!(h.report(&Stats::default()).kafka.assigned_partitions, 1);
         h.kafka_revoked();
         assert!(h.is_ready(), "a rebalance does not make the node unready");
+        assert!(h.assignment().is_empty());
         h.start_draining();
         assert!(!h.is_ready());
         assert_eq!(h.report(&Stats::default()).status, "unavailable");

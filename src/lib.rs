@@ -13,6 +13,8 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod routing;
 pub mod socket;
+pub mod stats;
 pub mod telemetry;

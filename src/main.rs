@@ -29,6 +29,8 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Print the OpenAPI document (how `openapi/openapi.json` is regenerated).
+    Openapi,
     /// Exit 0 when GET /health/live on this container's PORT answers 200 (for Docker HEALTHCHECK).
     Healthcheck,
     /// Print an HS256 token signed with JWT_SECRET, for trying the service by hand.
@@ -63,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
             });
             let sent = demo::run(&brokers, rate, count, stop).await?;
             println!("published {sent} demo events");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", realtime_bridge::http::openapi().to_pretty_json()?);
             Ok(())
         }
         Command::Healthcheck => {

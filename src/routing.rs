@@ -130,6 +130,40 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
     }
 }
 
+/// A notification typed by an operator, to one user's devices: `notification` in `user:<id>`.
+pub fn notification(user_id: &str, title: &str, message: &str, source: &Source) -> Vec<Route> {
+    vec![Route {
+        room: user_room(user_id),
+        event: "notification".to_owned(),
+        envelope: Envelope {
+            id: source.id.clone(),
+            event_type: "notification".to_owned(),
+            occurred_at: source.occurred_at.clone(),
+            data: serde_json::json!({ "userId": user_id, "title": title, "message": message }),
+            message: Some(message.to_owned()),
+            priority: Some(Priority::Normal),
+            position: None,
+        },
+    }]
+}
+
+/// A custom event for the admin dashboard: `admin:<name>` in `admin:dashboard`.
+pub fn admin_event(name: &str, data: serde_json::Value, source: &Source) -> Vec<Route> {
+    vec![Route {
+        room: ADMIN_ROOM.to_owned(),
+        event: format!("admin:{name}"),
+        envelope: Envelope {
+            id: source.id.clone(),
+            event_type: format!("admin.{name}"),
+            occurred_at: source.occurred_at.clone(),
+            data,
+            message: None,
+            priority: None,
+            position: None,
+        },
+    }]
+}
+
 /// A stock alert for the admin dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockAlert {

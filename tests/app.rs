@@ -1,73 +1,10 @@
 //! Integration tests: the real app on port 0, talked to over HTTP and Engine.IO polling.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use realtime_bridge::app::App;
-use realtime_bridge::config::Config;
-use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "integration-secret-integration-secret";
-
-struct TestApp {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    http: reqwest::Client,
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn status(&self, path: &str) -> u16 {
-        self.http.get(self.url(path)).send().await.unwrap().status().as_u16()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("shutdown within grace")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Builds the app from `vars` (plus port 0 on loopback) and runs it in the background.
-async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
-    let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    map.insert("PORT".into(), "0".into());
-    map.insert("HOST".into(), "127.0.0.1".into());
-    map.insert("JWT_SECRET".into(), SECRET.into());
-    map.insert("DEV_DEMO_RATE".into(), "0".into());
-    map.insert("SHUTDOWN_GRACE_SECS".into(), "5".into());
-    let config = Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config");
-    let app = App::build(config).await.expect("app builds");
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    TestApp {
-        addr,
-        shutdown,
-        task,
-        http: reqwest::Client::new(),
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{SECRET, TestApp, eventually, spawn_app};
 
 #[tokio::test]
 async fn embedded_broker_makes_the_app_ready_and_it_drains_on_shutdown() {

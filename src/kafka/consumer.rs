@@ -16,22 +16,46 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::delivery::{Delivery, Outcome, Record};
-use crate::health::{Health, Stats};
+use crate::health::Health;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetters};
+use crate::stats::{PartitionLag, Stats};
 
-/// Reports group membership to [`Health`] and commits before partitions move away.
+/// Reports group membership to [`Health`], lag to [`Stats`], and commits before
+/// partitions move away.
 pub struct GroupContext {
     health: Arc<Health>,
+    stats: Arc<Stats>,
 }
+
+/// How often librdkafka reports statistics (consumer lag).
+const STATS_INTERVAL_MS: u32 = 5_000;
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let assigned = self.health.assignment();
+        let lags = statistics.topics.into_values().flat_map(|t| {
+            let topic = t.topic;
+            t.partitions
+                .into_values()
+                // -1 is librdkafka's "unknown yet" (no high watermark or position).
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(move |p| PartitionLag {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                    lag: p.consumer_lag,
+                })
+        });
+        self.stats
+            .set_lag(lags.filter(|l| assigned.iter().any(|(t, p)| *t == l.topic && *p == l.partition)));
     }
 }
 
@@ -49,7 +73,8 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(count = tpl.count(), partitions = %describe(tpl), "partitions assigned");
-                self.health.kafka_assigned(tpl.count());
+                let partitions = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.health.kafka_assigned(partitions);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -61,7 +86,7 @@ impl ConsumerContext for GroupContext {
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Creates the consumer and subscribes it; connecting happens in the background.
-pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>) -> anyhow::Result<GroupConsumer> {
+pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, stats: Arc<Stats>) -> anyhow::Result<GroupConsumer> {
     let consumer: GroupConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", &config.group_id)
@@ -74,7 +99,8 @@ pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>) -> anyho
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("topic.metadata.refresh.interval.ms", config.metadata_refresh_ms.to_string())
         .set("allow.auto.create.topics", "false")
-        .create_with_context(GroupContext { health })?;
+        .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
+        .create_with_context(GroupContext { health, stats })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group_id, topics = ?config.topics, "subscribed");
@@ -150,10 +176,10 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
                 };
                 let done = sinks
                     .dead_letters
-                    .send_until_done(&letter, cancel, |_| Stats::incr(&sinks.stats.dead_letter_failures))
+                    .send_until_done(&letter, cancel, |_| sinks.stats.dead_letter_failed())
                     .await;
                 if done {
-                    Stats::incr(&sinks.stats.records_dead_lettered);
+                    sinks.stats.dead_lettered(m.topic());
                     tracing::info!(
                         topic = m.topic(),
                         partition = m.partition(),

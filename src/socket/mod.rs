@@ -9,7 +9,6 @@ mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
@@ -19,9 +18,9 @@ use socketioxide::socket::DisconnectReason;
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::delivery::Gate;
-use crate::health::Stats;
 use crate::history::{Cursor, History};
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
+use crate::stats::Stats;
 use replay::RoomRecovery;
 
 /// Most rooms a handshake may ask to resume; a socket is in at most three.
@@ -68,7 +67,7 @@ async fn authenticate(
             Ok(())
         }
         Err(error) => {
-            Stats::incr(&stats.auth_failures);
+            stats.auth_failed();
             // The reason, never the token.
             tracing::info!(sid = %s.id, %error, "handshake refused");
             Err(error)
@@ -135,7 +134,7 @@ async fn on_connect(
     State(history): State<Arc<dyn History>>,
     State(gate): State<Arc<Gate>>,
 ) {
-    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.connected();
     tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
     register_events(&s);
 
@@ -155,6 +154,9 @@ async fn on_connect(
     let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed).await;
     let mut recovery = resumed.recovery;
     recovery.extend(refused);
+    for r in recovery.values() {
+        stats.resumed(r.recovered);
+    }
     let hello = ConnectionSuccess {
         socket_id: s.id.to_string(),
         user_id: &identity.user_id,
@@ -205,7 +207,7 @@ fn register_events(s: &SocketRef) {
     // Kept for clients written against older bridges: order events already reach user:<sub>.
     s.on("subscribe:orders", async |s: SocketRef, ack: AckSender| reply(&s, ack, None));
     s.on_disconnect(async |s: SocketRef, reason: DisconnectReason, State(stats): State<Arc<Stats>>| {
-        stats.connections.fetch_sub(1, Ordering::Relaxed);
+        stats.disconnected(&reason.to_string());
         tracing::debug!(sid = %s.id, %reason, "socket disconnected");
     });
 }

@@ -1,0 +1,90 @@
+//! Who may call the broadcast and stats endpoints: a bearer JWT with the admin role, or a
+//! service API key from `API_KEYS` in `X-API-Key`. 401 when no valid credential is given,
+//! 403 when a valid token lacks the admin role.
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use subtle::ConstantTimeEq;
+
+use super::HttpState;
+use super::error::ApiError;
+
+/// The header carrying a service API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// An authenticated caller of the operator API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    /// An admin user, by JWT `sub`.
+    Admin(String),
+    /// A service, by the position of its key in `API_KEYS` (1-based; the key is secret).
+    Service(usize),
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operator::Admin(sub) => write!(f, "admin {sub}"),
+            Operator::Service(n) => write!(f, "API key #{n}"),
+        }
+    }
+}
+
+impl FromRequestParts<HttpState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Self::Rejection> {
+        let header = |name| parts.headers.get(name).map(|v| v.to_str().unwrap_or_default());
+        if let Some(key) = header(API_KEY_HEADER) {
+            return match find_key(&state.api_keys.0, key) {
+                Some(n) => Ok(Operator::Service(n)),
+                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key")),
+            };
+        }
+        let Some(authorization) = header("authorization") else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: Authorization: Bearer <admin JWT>, or X-API-Key",
+            ));
+        };
+        let Some(token) = authorization.strip_prefix("Bearer ") else {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <JWT>"));
+        };
+        let identity = state
+            .verifier
+            .verify(token)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        if identity.is_admin {
+            Ok(Operator::Admin(identity.user_id))
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden: admin role required"))
+        }
+    }
+}
+
+/// The 1-based position of `candidate` in `keys`, comparing every key in constant time so
+/// response timing does not reveal how much of a guess was right.
+fn find_key(keys: &[String], candidate: &str) -> Option<usize> {
+    let mut found = None;
+    for (i, key) in keys.iter().enumerate() {
+        if bool::from(key.as_bytes().ct_eq(candidate.as_bytes())) {
+            found = Some(i + 1);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_key;
+
+    #[test]
+    fn keys_match_exactly() {
+        let keys = vec!["a".repeat(32), "b".repeat(32)];
+        assert_eq!(find_key(&keys, &"b".repeat(32)), Some(2));
+        assert_eq!(find_key(&keys, &"b".repeat(31)), None);
+        assert_eq!(find_key(&keys, ""), None);
+        assert_eq!(find_key(&[], "x"), None);
+    }
+}

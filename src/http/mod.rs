@@ -1,0 +1,120 @@
+//! The HTTP side beside Socket.IO: probes, metrics, the operator REST API and its OpenAPI
+//! description (served at `/api/docs`, committed as `openapi/openapi.json`).
+//!
+//! Handlers live by concern: [`probes`], [`broadcast`], [`stats`]; the error policy and
+//! body parsing in [`error`]; who may call what in [`auth`].
+
+pub mod auth;
+pub mod broadcast;
+pub mod error;
+pub mod probes;
+pub mod stats;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use socketioxide::SocketIo;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::Verifier;
+use crate::config::ApiKeys;
+use crate::delivery::Delivery;
+use crate::health::Health;
+use crate::routing::RoutingRules;
+use crate::stats::Stats;
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/docs/openapi.json";
+
+/// What HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Component state.
+    pub health: Arc<Health>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Verifies admin bearer tokens.
+    pub verifier: Arc<Verifier>,
+    /// Accepted service keys.
+    pub api_keys: Arc<ApiKeys>,
+    /// The pipeline REST broadcasts go through.
+    pub delivery: Delivery,
+    /// For socket and room counts.
+    pub io: SocketIo,
+    /// Routing settings (alerts).
+    pub rules: RoutingRules,
+    /// The consumer group, for stats.
+    pub group_id: Arc<str>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "realtime-bridge",
+        description = "Kafka business events → Socket.IO rooms. This API sends events by hand, reports stats, and answers the Kubernetes probes.\n\n\
+            Broadcast and stats endpoints need `Authorization: Bearer <JWT with the admin role>` or `X-API-Key: <key from API_KEYS>`. \
+            Errors are `{error, field?}` with a 4xx status.",
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "broadcast", description = "Send events through the same routing and history as Kafka records"),
+        (name = "stats", description = "What this node is doing"),
+        (name = "probes", description = "Kubernetes probes and Prometheus metrics (no authentication)"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+    }
+}
+
+fn api(with_metrics: bool) -> OpenApiRouter<HttpState> {
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(probes::health))
+        .routes(routes!(probes::live))
+        .routes(routes!(probes::ready));
+    let api = if with_metrics { api.routes(routes!(probes::metrics)) } else { api };
+    api.routes(routes!(stats::stats))
+        .routes(routes!(broadcast::notification))
+        .routes(routes!(broadcast::order))
+        .routes(routes!(broadcast::inventory))
+        .routes(routes!(broadcast::admin))
+}
+
+/// The OpenAPI document, as served (and committed as `openapi/openapi.json`). It always
+/// lists `/metrics`, which moves to `METRICS_PORT` when that is set.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api(true).into_openapi()
+}
+
+/// Every HTTP route. With `metrics_here` false, `/metrics` is left to [`metrics_router`] on
+/// its own port.
+pub fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool) -> Router {
+    let (router, _) = api(metrics_here).split_for_parts();
+    router
+        .with_state(state)
+        .merge(SwaggerUi::new("/api/docs").url(OPENAPI_PATH, openapi()))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+}
+
+/// `/metrics` alone, for `METRICS_PORT`.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(probes::metrics))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+}

@@ -1,0 +1,185 @@
+//! Prometheus metrics: every name and label in one place, the process-wide recorder, and
+//! the HTTP middleware counting requests. Recorded through [`crate::stats::Stats`].
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `realtime_kafka_records_consumed_total` | counter | `topic` |
+//! | `realtime_kafka_records_invalid_total` | counter | `topic` |
+//! | `realtime_kafka_records_dead_lettered_total` | counter | `topic` |
+//! | `realtime_kafka_dead_letter_failures_total` | counter | |
+//! | `realtime_kafka_consumer_lag` | gauge | `topic`, `partition` |
+//! | `realtime_events_consumed_total` | counter | `type` (e.g. `order.updated`) |
+//! | `realtime_events_emitted_total` | counter | `event` (socket event name) |
+//! | `realtime_emit_errors_total` | counter | `event` (room emits some socket missed) |
+//! | `realtime_emit_dropped_total` | counter | `event` (socket deliveries dropped: buffer full) |
+//! | `realtime_kafka_to_emit_seconds` | histogram | (record timestamp → emit) |
+//! | `realtime_sockets_connected` | gauge | |
+//! | `realtime_socket_connects_total` | counter | |
+//! | `realtime_socket_disconnects_total` | counter | `reason` |
+//! | `realtime_auth_failures_total` | counter | |
+//! | `realtime_replays_total` | counter | `recovered` (`true` / `false`) |
+//! | `realtime_rest_broadcasts_total` | counter | `kind` |
+//! | `realtime_http_requests_total` | counter | `method`, `route`, `status` |
+//! | `realtime_http_request_duration_seconds` | histogram | `method`, `route` |
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets, seconds: from 1 ms (a fast broker) to 10 s (a backlog).
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The process-wide Prometheus recorder, installed on first use. One per process because
+/// the `metrics` facade has one global recorder; several apps in one test process share it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first, which this crate never does.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+/// The metrics in Prometheus text format.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// Drains histogram buffers; the exporter's own listener would do this, we serve /metrics
+/// ourselves so the app calls it periodically.
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("realtime_kafka_records_consumed_total", "Kafka records received, by topic.");
+    describe_counter!(
+        "realtime_kafka_records_invalid_total",
+        "Records that were not valid events, by topic."
+    );
+    describe_counter!(
+        "realtime_kafka_records_dead_lettered_total",
+        "Records copied to the dead-letter topic, by source topic."
+    );
+    describe_counter!(
+        "realtime_kafka_dead_letter_failures_total",
+        "Failed dead-letter produce attempts (retried)."
+    );
+    describe_gauge!("realtime_kafka_consumer_lag", "Records behind the end of each assigned partition.");
+    describe_counter!("realtime_events_consumed_total", "Events parsed from Kafka, by type.");
+    describe_counter!("realtime_events_emitted_total", "Room emits, by socket event name.");
+    describe_counter!("realtime_emit_errors_total", "Room emits that at least one socket missed.");
+    describe_counter!("realtime_emit_dropped_total", "Socket deliveries dropped (buffer full or closing).");
+    describe_histogram!(
+        "realtime_kafka_to_emit_seconds",
+        metrics::Unit::Seconds,
+        "Kafka record timestamp to emit."
+    );
+    describe_gauge!("realtime_sockets_connected", "Sockets connected to this node.");
+    describe_counter!("realtime_socket_connects_total", "Sockets connected since start.");
+    describe_counter!("realtime_socket_disconnects_total", "Socket disconnections, by reason.");
+    describe_counter!("realtime_auth_failures_total", "Handshakes refused.");
+    describe_counter!(
+        "realtime_replays_total",
+        "Rooms resumed on reconnect, by whether recovery was complete."
+    );
+    describe_counter!("realtime_rest_broadcasts_total", "Events sent through the REST API, by kind.");
+    describe_counter!("realtime_http_requests_total", "HTTP requests, by method, route and status.");
+    describe_histogram!(
+        "realtime_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request duration."
+    );
+}
+
+pub(crate) fn records_consumed(topic: &str) {
+    counter!("realtime_kafka_records_consumed_total", "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn records_invalid(topic: &str) {
+    counter!("realtime_kafka_records_invalid_total", "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn records_dead_lettered(topic: &str) {
+    counter!("realtime_kafka_records_dead_lettered_total", "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn dead_letter_failures() {
+    counter!("realtime_kafka_dead_letter_failures_total").increment(1);
+}
+
+pub(crate) fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("realtime_kafka_consumer_lag", "topic" => topic.to_owned(), "partition" => partition.to_string()).set(lag as f64);
+}
+
+pub(crate) fn consumer_lag_gone(topic: &str, partition: i32) {
+    // A revoked partition should not keep reporting its last lag.
+    gauge!("realtime_kafka_consumer_lag", "topic" => topic.to_owned(), "partition" => partition.to_string()).set(0.0);
+}
+
+pub(crate) fn events_consumed(event_type: &str) {
+    counter!("realtime_events_consumed_total", "type" => event_type.to_owned()).increment(1);
+}
+
+pub(crate) fn emitted(event: &str, missed: usize) {
+    counter!("realtime_events_emitted_total", "event" => event.to_owned()).increment(1);
+    if missed > 0 {
+        counter!("realtime_emit_errors_total", "event" => event.to_owned()).increment(1);
+        counter!("realtime_emit_dropped_total", "event" => event.to_owned()).increment(missed as u64);
+    }
+}
+
+pub(crate) fn kafka_to_emit(latency: Duration) {
+    histogram!("realtime_kafka_to_emit_seconds").record(latency.as_secs_f64());
+}
+
+pub(crate) fn connected() {
+    gauge!("realtime_sockets_connected").increment(1.0);
+    counter!("realtime_socket_connects_total").increment(1);
+}
+
+pub(crate) fn disconnected(reason: &str) {
+    gauge!("realtime_sockets_connected").decrement(1.0);
+    counter!("realtime_socket_disconnects_total", "reason" => reason.to_owned()).increment(1);
+}
+
+pub(crate) fn auth_failures() {
+    counter!("realtime_auth_failures_total").increment(1);
+}
+
+pub(crate) fn replays(recovered: bool) {
+    counter!("realtime_replays_total", "recovered" => if recovered { "true" } else { "false" }).increment(1);
+}
+
+pub(crate) fn rest_broadcasts(kind: &'static str) {
+    counter!("realtime_rest_broadcasts_total", "kind" => kind).increment(1);
+}
+
+/// Axum middleware: counts every request by method, matched route (never the raw path,
+/// which would let clients create unbounded label values) and status.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    histogram!("realtime_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    counter!("realtime_http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
+    response
+}

@@ -1,0 +1,234 @@
+//! The operator REST API, its error policy, the OpenAPI document and /metrics, against the
+//! real app on port 0. (REST → socket delivery is covered end to end in e2e/api.test.mjs.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SECRET, TestApp, spawn_app};
+use realtime_bridge::auth::mint_hs256;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const KEY: &str = "test-api-key-test-api-key-test-api-key";
+
+/// No broker is needed for the REST side: the consumer just keeps retrying.
+async fn app(extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![("KAFKA_BROKERS", "127.0.0.1:1"), ("API_KEYS", KEY), ("REST_MAX_BODY_BYTES", "2048")];
+    vars.extend_from_slice(extra);
+    spawn_app(&vars).await
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, Value) {
+    let mut req = app.http.post(app.url(path)).header("content-type", content_type).body(body);
+    if let Some((name, value)) = auth {
+        req = req.header(name, value);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    (status, body)
+}
+
+async fn post_json(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    post(app, path, Some(("x-api-key", KEY)), "application/json", body.to_string()).await
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let app = app(&[]).await;
+    let served: Value = app
+        .http
+        .get(app.url("/api/docs/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: Value = serde_json::from_str(include_str!("../openapi/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi/openapi.json is stale: regenerate it with `cargo run -q -- openapi > openapi/openapi.json`"
+    );
+    let ui = app.http.get(app.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(ui.status(), StatusCode::OK);
+    assert!(
+        ui.text().await.unwrap().contains("swagger-ui"),
+        "Swagger UI is served from the binary"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operators_authenticate_with_an_admin_token_or_an_api_key() {
+    let app = app(&[]).await;
+    let body = json!({"userId": "u-1", "title": "Hi", "message": "Hello"}).to_string();
+    let path = "/realtime/test/notification";
+    let admin = format!("Bearer {}", mint_hs256(SECRET, "ops", true, Duration::from_secs(60)));
+    let buyer = format!("Bearer {}", mint_hs256(SECRET, "u-1", false, Duration::from_secs(60)));
+
+    let (status, err) = post(&app, path, None, "application/json", body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(err["error"].as_str().unwrap().starts_with("authentication required"));
+    let (status, err) = post(&app, path, Some(("x-api-key", "wrong")), "application/json", body.clone()).await;
+    assert_eq!((status, err["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid API key")));
+    let (status, err) = post(&app, path, Some(("authorization", "Bearer nope")), "application/json", body.clone()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token: malformed"))
+    );
+    let (status, err) = post(&app, path, Some(("authorization", &buyer)), "application/json", body.clone()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden: admin role required"))
+    );
+
+    let (status, ok) = post(&app, path, Some(("authorization", &admin)), "application/json", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    assert!(ok["id"].as_str().unwrap().starts_with("rest:"));
+    assert_eq!(ok["deliveries"][0]["room"], "user:u-1");
+    assert_eq!(ok["deliveries"][0]["event"], "notification");
+    assert_eq!(ok["deliveries"][0]["position"]["seq"], 1);
+    let (status, ok) = post(&app, path, Some(("x-api-key", KEY)), "application/json", body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ok["deliveries"][0]["position"]["seq"], 2, "REST sends go through the room history");
+
+    let stats = app.http.get(app.url("/realtime/stats")).send().await.unwrap();
+    assert_eq!(stats.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(stats.headers()["www-authenticate"], "Bearer, ApiKey");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_4xx_naming_the_field() {
+    let app = app(&[]).await;
+    let path = "/realtime/broadcast/order";
+    let cases: Vec<(Value, StatusCode, Option<&str>)> = vec![
+        (
+            json!({"orderId": "1", "status": "paid"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("userId"),
+        ),
+        (
+            json!({"userId": 5, "orderId": "1", "status": "paid"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("userId"),
+        ),
+        (
+            json!({"userId": "u", "orderId": " ", "status": "paid"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("orderId"),
+        ),
+        (
+            json!({"userId": "u", "orderId": "1", "status": "paid", "previousStatus": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("previousStatus"),
+        ),
+        (json!([]), StatusCode::UNPROCESSABLE_ENTITY, None),
+    ];
+    for (body, status, field) in cases {
+        let (got, err) = post_json(&app, path, body.clone()).await;
+        assert_eq!(got, status, "{body}: {err}");
+        assert_eq!(err["field"].as_str(), field, "{body}: {err}");
+        assert!(!err["error"].as_str().unwrap().is_empty());
+    }
+    let (status, err) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p", "stock": "lots"})).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("stock")));
+    let (status, err) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p", "stock": 1e12})).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("stock")));
+    let (status, err) = post_json(&app, "/realtime/broadcast/admin", json!({"event": "Bad Name!", "data": {}})).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("event")));
+
+    let auth = Some(("x-api-key", KEY));
+    let (status, err) = post(&app, path, auth, "application/json", "{ not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().unwrap().starts_with("malformed JSON"), "{err}");
+    let (status, _) = post(&app, path, auth, "text/plain", "{}").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let huge = json!({"userId": "u", "orderId": "x".repeat(4096), "status": "paid"}).to_string();
+    let (status, _) = post(&app, path, auth, "application/json", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let res = app
+        .http
+        .get(app.url("/realtime/stats?top=0"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = app
+        .http
+        .get(app.url("/realtime/stats?top=abc"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stats_and_metrics_report_what_happened() {
+    let app = app(&[]).await;
+    let (status, _) = post_json(
+        &app,
+        "/realtime/broadcast/inventory",
+        json!({"productId": "p-9", "stock": 0, "previousStock": 3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let stats: Value = app
+        .http
+        .get(app.url("/realtime/stats?top=5"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(stats["connections"], 0);
+    assert_eq!(stats["totals"]["restBroadcasts"], 1);
+    assert_eq!(stats["events"]["inventory:updated"]["routed"], 1);
+    assert_eq!(
+        stats["events"]["admin:inventory:out-of-stock"]["routed"], 1,
+        "REST inventory updates raise alerts too"
+    );
+    assert_eq!(stats["kafka"]["assignment"], json!([]));
+
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = metrics.text().await.unwrap();
+    for needle in [
+        "realtime_events_emitted_total{event=\"admin:inventory:out-of-stock\"}",
+        "realtime_rest_broadcasts_total{kind=\"inventory\"}",
+        "realtime_http_requests_total{method=\"POST\",route=\"/realtime/broadcast/inventory\",status=\"200\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_port() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let app = app(&[("METRICS_PORT", &port)]).await;
+    assert_eq!(app.status("/metrics").await, 404, "not on the public port");
+    let res = app.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("realtime_"));
+    app.stop().await;
+}
