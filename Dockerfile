@@ -30,7 +30,7 @@ USER 10001:10001
 ENV APP_ENV=production \
     PORT=3009 \
     LOG_FORMAT=json
-EXPOSE 3009
+EXPOSE 3009 9100
 # The binary probes itself (no curl in the image); liveness never depends on Kafka.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/realtime-bridge", "healthcheck"]

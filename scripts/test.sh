@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs the Rust
 # unit and integration tests and the end-to-end suite (real binary + tansu broker process
-# + the official socket.io-client).
+# + the official socket.io-client + schemathesis against the served OpenAPI document).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 TANSU_VERSION=0.6.0
+SCHEMATHESIS_VERSION=4.32.5
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/realtime-bridge"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
@@ -20,8 +22,17 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "installing Node.js"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
+VENV="$CACHE/venv"
+if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  # The OpenAPI contract check (from PyPI), in a venv of its own, kept between runs.
+  step "installing schemathesis $SCHEMATHESIS_VERSION"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export SCHEMATHESIS_BIN="$VENV/bin/st"
 tansu --version
 node --version
+"$SCHEMATHESIS_BIN" --version
 
 step "node packages (e2e/)"
 (cd e2e && npm ci --no-audit --no-fund --prefer-offline)

@@ -72,9 +72,10 @@ pub struct InventoryEvent {
     #[serde(deserialize_with = "id_text")]
     pub product_id: String,
     /// Units in stock now.
+    #[serde(deserialize_with = "whole_number")]
     pub stock: i64,
     /// Units in stock before, when known; alerts fire only on a crossing when it is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "opt_whole_number", skip_serializing_if = "Option::is_none")]
     pub previous_stock: Option<i64>,
     /// Stock keeping unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +105,7 @@ pub struct ProductEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<f64>,
     /// Units in stock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "opt_whole_number", skip_serializing_if = "Option::is_none")]
     pub stock: Option<i64>,
     /// When the product changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +325,30 @@ fn non_empty(field: &'static str, v: &str) -> Result<(), ParseError> {
     }
 }
 
+/// An integer, also when written `5.0` (JSON has one number type, and JSON Schema counts
+/// `5.0` as an integer); `5.5` is refused.
+pub fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+    match Number::deserialize(d).map_err(|_| serde::de::Error::custom("expected an integer"))? {
+        Number::Int(i) => Ok(i),
+        // The bounds keep the cast exact: every integer below 2^53 is an f64 exactly.
+        Number::Float(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => Ok(f as i64),
+        Number::Float(_) => Err(serde::de::Error::custom("expected an integer")),
+    }
+}
+
+/// [`whole_number`], optional (`null` or absent is `None`).
+pub fn opt_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "whole_number")] i64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(n)| n))
+}
+
 /// Ids arrive as strings from some services and as integers from others; rooms need text.
 fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -349,6 +374,18 @@ mod tests {
 
     fn parse(topic: &str, v: serde_json::Value) -> Result<Event, ParseError> {
         Event::parse(topic, Some(v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn stock_is_a_whole_number_however_written() {
+        let e = parse("inventory.updated", json!({"productId": "p", "stock": 5.0, "previousStock": 7})).unwrap();
+        let Event::Inventory(inv) = e else { panic!() };
+        assert_eq!((inv.stock, inv.previous_stock), (5, Some(7)));
+        let e = parse("inventory.updated", json!({"productId": "p", "stock": 1, "previousStock": null})).unwrap();
+        let Event::Inventory(inv) = e else { panic!() };
+        assert_eq!(inv.previous_stock, None);
+        assert!(parse("inventory.updated", json!({"productId": "p", "stock": 5.5})).is_err());
+        assert!(parse("inventory.updated", json!({"productId": "p", "stock": 1e300})).is_err());
     }
 
     #[test]

@@ -14,6 +14,11 @@ use utoipa::ToSchema;
 
 use crate::metrics as m;
 
+/// Distinct socket event names counted one by one.
+pub const MAX_EVENT_NAMES: usize = 256;
+/// Where further event names are counted.
+pub const OTHER_EVENTS: &str = "(other)";
+
 /// Counters since start, plus the consumer's last known lag.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -133,11 +138,11 @@ impl Stats {
         if failed {
             add(&self.emit_failures);
         }
-        self.event(event, |c| {
+        let event = self.event(event, |c| {
             c.routed += 1;
             c.emit_failures += u64::from(failed);
         });
-        m::emitted(event, missed);
+        m::emitted(&event, missed);
     }
 
     /// Time from the Kafka record's timestamp to its emit.
@@ -233,12 +238,18 @@ impl Stats {
         }
     }
 
-    fn event(&self, event: &str, f: impl FnOnce(&mut EventCounts)) {
+    /// Updates the counters of `event` and returns the name they are kept under: operators
+    /// can invent `admin:<name>` events, so past [`MAX_EVENT_NAMES`] new names share one
+    /// entry (and one metrics label) instead of growing without bound.
+    fn event(&self, event: &str, f: impl FnOnce(&mut EventCounts)) -> String {
         let mut map = self.per_event.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(event) {
-            Some(c) => f(c),
-            None => f(map.entry(event.to_owned()).or_default()),
+        if let Some(c) = map.get_mut(event) {
+            f(c);
+            return event.to_owned();
         }
+        let name = if map.len() < MAX_EVENT_NAMES { event } else { OTHER_EVENTS };
+        f(map.entry(name.to_owned()).or_default());
+        name.to_owned()
     }
 }
 
@@ -274,6 +285,19 @@ mod tests {
                 emit_failures: 1
             }
         );
+    }
+
+    #[test]
+    fn event_names_are_bounded() {
+        let s = Stats::default();
+        for i in 0..MAX_EVENT_NAMES + 10 {
+            s.emitted(&format!("admin:e{i}"), 0);
+        }
+        s.emitted("admin:e0", 0);
+        let events = s.per_event();
+        assert_eq!(events.len(), MAX_EVENT_NAMES + 1);
+        assert_eq!(events[OTHER_EVENTS].routed, 10);
+        assert_eq!(events["admin:e0"].routed, 2);
     }
 
     #[test]

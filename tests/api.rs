@@ -97,9 +97,34 @@ async fn operators_authenticate_with_an_admin_token_or_an_api_key() {
     assert_eq!(ok["deliveries"][0]["room"], "user:u-1");
     assert_eq!(ok["deliveries"][0]["event"], "notification");
     assert_eq!(ok["deliveries"][0]["position"]["seq"], 1);
-    let (status, ok) = post(&app, path, Some(("x-api-key", KEY)), "application/json", body).await;
+    let (status, ok) = post(&app, path, Some(("x-api-key", KEY)), "application/json", body.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ok["deliveries"][0]["position"]["seq"], 2, "REST sends go through the room history");
+
+    let (status, _) = post(
+        &app,
+        path,
+        Some(("authorization", "Bearer forged")),
+        "application/json",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mixed = app
+        .http
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .header("authorization", "Bearer forged")
+        .body(json!({"userId": "u-1", "title": "Hi", "message": "Hello"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed.status(),
+        StatusCode::UNAUTHORIZED,
+        "a bad token is refused even next to a good key"
+    );
 
     let stats = app.http.get(app.url("/realtime/stats")).send().await.unwrap();
     assert_eq!(stats.status(), StatusCode::UNAUTHORIZED);

@@ -1,6 +1,6 @@
 //! Who may call the broadcast and stats endpoints: a bearer JWT with the admin role, or a
-//! service API key from `API_KEYS` in `X-API-Key`. 401 when no valid credential is given,
-//! 403 when a valid token lacks the admin role.
+//! service API key from `API_KEYS` in `X-API-Key`. 401 when a credential is missing or
+//! invalid, 403 when a valid token lacks the admin role.
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -36,29 +36,33 @@ impl FromRequestParts<HttpState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Self::Rejection> {
         let header = |name| parts.headers.get(name).map(|v| v.to_str().unwrap_or_default());
-        if let Some(key) = header(API_KEY_HEADER) {
-            return match find_key(&state.api_keys.0, key) {
-                Some(n) => Ok(Operator::Service(n)),
-                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key")),
-            };
-        }
-        let Some(authorization) = header("authorization") else {
-            return Err(ApiError::new(
+        // Every credential presented must be valid: a bad token next to a good key is
+        // refused, so a leaked key cannot hide a forged token in the logs and vice versa.
+        let admin = match header("authorization") {
+            None => None,
+            Some(authorization) => {
+                let token = authorization
+                    .strip_prefix("Bearer ")
+                    .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <JWT>"))?;
+                let identity = state
+                    .verifier
+                    .verify(token)
+                    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+                Some(identity)
+            }
+        };
+        let service = match header(API_KEY_HEADER) {
+            None => None,
+            Some(key) => Some(find_key(&state.api_keys.0, key).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key"))?),
+        };
+        match (admin, service) {
+            (Some(identity), _) if !identity.is_admin => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden: admin role required")),
+            (Some(identity), _) => Ok(Operator::Admin(identity.user_id)),
+            (None, Some(n)) => Ok(Operator::Service(n)),
+            (None, None) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication required: Authorization: Bearer <admin JWT>, or X-API-Key",
-            ));
-        };
-        let Some(token) = authorization.strip_prefix("Bearer ") else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <JWT>"));
-        };
-        let identity = state
-            .verifier
-            .verify(token)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
-        if identity.is_admin {
-            Ok(Operator::Admin(identity.user_id))
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden: admin role required"))
+            )),
         }
     }
 }

@@ -11,8 +11,12 @@ use utoipa::ToSchema;
 use super::HttpState;
 use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, JsonBody, Validate, text};
-use crate::events::{Event, InventoryEvent, OrderEvent, Position, Source};
+use crate::events::{Event, InventoryEvent, OrderEvent, Position, Source, opt_whole_number, whole_number};
 use crate::routing::{self, Route};
+
+// Text fields carry `pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s…]…$"` in the OpenAPI
+// document: what `text()` accepts (some non-space character, no control characters),
+// spelled out per field because utoipa takes only a literal there.
 
 /// Largest stock value accepted (either sign).
 const MAX_STOCK: i64 = 1_000_000_000;
@@ -23,13 +27,25 @@ const MAX_STOCK: i64 = 1_000_000_000;
 #[schema(example = json!({"userId": "u-42", "title": "Hello", "message": "Your parcel is on its way"}))]
 pub struct NotificationRequest {
     /// The user whose devices receive it (`user:<userId>`).
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// A short title.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub title: String,
     /// The text.
-    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub message: String,
 }
 
@@ -47,17 +63,33 @@ impl Validate for NotificationRequest {
 #[schema(example = json!({"userId": "u-42", "orderId": "1042", "status": "shipped", "previousStatus": "paid"}))]
 pub struct OrderBroadcast {
     /// The buyer.
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub user_id: String,
     /// The order.
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub order_id: String,
     /// Its status now.
-    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub status: String,
     /// Its status before.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub previous_status: Option<String>,
 }
 
@@ -79,21 +111,34 @@ impl Validate for OrderBroadcast {
 #[schema(example = json!({"productId": "p-100", "stock": 0, "previousStock": 4, "sku": "CUP-ESP", "productName": "Espresso cup"}))]
 pub struct InventoryBroadcast {
     /// The product.
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub product_id: String,
     /// Units in stock now.
+    #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub stock: i64,
     /// Stock keeping unit.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub sku: Option<String>,
     /// Display name.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub product_name: Option<String>,
     /// Units in stock before; alerts fire on a downward crossing when given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole_number")]
     #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub previous_stock: Option<i64>,
 }

@@ -16,6 +16,7 @@ use crate::stats::{EventCounts, TopicCounts, Totals};
 
 /// Query of `GET /realtime/stats`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// How many of the busiest rooms to list (1–1000, default 20).
     #[param(minimum = 1, maximum = 1000)]
