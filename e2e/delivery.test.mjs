@@ -68,7 +68,12 @@ describe("no event lost", () => {
     const restoredAt = performance.now();
     c.socket.once("connection:success", () => t.diagnostic(`network back → replayed and live again: ${(performance.now() - restoredAt).toFixed(0)} ms (includes the client's reconnect delay, 100–200 ms)`));
     for (let i = 0; i < 10; i++) await kafka.send("order.updated", orders("R", "rita", 205 + i * 10, 10));
-    await waitFor(() => c.hellos().length === 2, { what: "the reconnection" });
+    await waitFor(() => c.hellos().length >= 2, { what: "the reconnection" }).catch((e) => {
+      const state = { connected: c.socket.connected, hellos: c.hellos().length, events: c.events.length, last: c.events.slice(-3).map((x) => x.name) };
+      const warnings = bridge.logs.filter((l) => l.level !== "INFO").slice(-10);
+      throw new Error(`${e.message}: ${JSON.stringify(state)} bridge: ${JSON.stringify(warnings)}`);
+    });
+    assert.equal(c.hellos().length, 2, "one reconnection");
     const hello = c.hellos()[1];
     assert.deepEqual(hello.recovery["inventory:updates"], { recovered: true, replayed: 20 });
     assert.equal(hello.recovery["user:rita"].recovered, true);

@@ -165,11 +165,15 @@ async fn on_connect(
         positions: resumed.positions,
         recovery,
     };
-    if let Err(error) = s.emit("connection:success", &hello) {
-        tracing::debug!(sid = %s.id, %error, "could not send connection:success");
-    }
-    // Live envelopes may flow to this socket from here on.
+    // Sent under the gate, so it comes after the replay and before any live envelope...
+    let greeted = replay::emit_briefly(&s, "connection:success", &hello).await;
+    // ...and live envelopes may flow to this socket from here on.
     drop(resumed.guard);
+    // A socket too slow to take it at once still gets it (after some live envelopes)
+    // rather than never learning how its recovery went.
+    if !greeted && !replay::emit_patiently(&s, "connection:success", &hello).await {
+        tracing::warn!(sid = %s.id, "could not send connection:success");
+    }
 }
 
 fn register_events(s: &SocketRef) {

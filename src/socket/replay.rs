@@ -16,10 +16,15 @@ use tokio::sync::RwLockReadGuard;
 use tokio::time::Instant;
 
 use crate::delivery::Gate;
-use crate::history::{Cursor, Entry, History, LostReason, Replay};
+use crate::history::{Cursor, History, LostReason, Replay};
 
 /// How long a replay may wait for a slow socket to drain its buffer before giving up.
 const REPLAY_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a send may wait for buffer space while the gate is held (live delivery to
+/// everyone waits meanwhile, so this is short; the bulk was sent before taking the gate).
+const GATED_WAIT: Duration = Duration::from_millis(50);
+/// Catch-up rounds outside the gate before joining anyway (events keep arriving).
+const CATCH_UP_ROUNDS: usize = 4;
 /// Pause between attempts while a socket's buffer is full.
 const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(2);
 
@@ -71,9 +76,25 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
     // socket never holds up live delivery to everyone else.
     let mut caught_up: Vec<(&str, Cursor, usize)> = Vec::new();
     for (room, cursor) in resume {
-        match replay_gap(s, history, room, cursor, Wait::Until(deadline)).await {
-            Ok((cursor, sent)) => caught_up.push((room, cursor, sent)),
-            Err(failure) => {
+        let (mut cursor, mut total) = (cursor.clone(), 0);
+        let mut failed = None;
+        // Again while new envelopes keep arriving, so little is left for the gated step.
+        for _ in 0..CATCH_UP_ROUNDS {
+            match replay_gap(s, history, room, &cursor, Wait::Until(deadline)).await {
+                Ok((_, 0)) => break,
+                Ok((next, sent)) => (cursor, total) = (next, total + sent),
+                Err(failure) => {
+                    failed = Some(RoomRecovery {
+                        replayed: total + failure.replayed,
+                        ..failure
+                    });
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => caught_up.push((room, cursor, total)),
+            Some(failure) => {
                 recovery.insert(room.clone(), failure);
             }
         }
@@ -81,8 +102,9 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
 
     let guard = gate.joining().await;
     // Under the gate nothing new is emitted: send what arrived meanwhile, then join.
+    let gated = Wait::Until(Instant::now() + GATED_WAIT);
     for (room, cursor, sent) in caught_up {
-        let status = match replay_gap(s, history, room, &cursor, Wait::No).await {
+        let status = match replay_gap(s, history, room, &cursor, gated).await {
             Ok((_, more)) => RoomRecovery {
                 recovered: true,
                 replayed: sent + more,
@@ -127,8 +149,16 @@ pub async fn join_at_head(s: &SocketRef, history: &dyn History, gate: &Gate, roo
 enum Wait {
     /// Wait for buffer space until this instant.
     Until(Instant),
-    /// Fail at once when the buffer is full (the gate is held).
-    No,
+}
+
+/// Sends one message to `s`, waiting briefly for buffer space (for use under the gate).
+pub async fn emit_briefly<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
+    emit(s, event, data, Wait::Until(Instant::now() + GATED_WAIT)).await.is_ok()
+}
+
+/// Sends one message to `s`, waiting as long as a replay would for buffer space.
+pub async fn emit_patiently<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
+    emit(s, event, data, Wait::Until(Instant::now() + REPLAY_DEADLINE)).await.is_ok()
 }
 
 /// Sends the envelopes of `room` after `cursor`; returns the new cursor and how many were
@@ -156,7 +186,7 @@ async fn replay_gap(
     };
     let mut last = cursor.clone();
     for (sent, entry) in entries.iter().enumerate() {
-        if let Err(reason) = send(s, entry, wait).await {
+        if let Err(reason) = emit(s, &entry.event, &entry.envelope, wait).await {
             return Err(RoomRecovery {
                 replayed: sent,
                 ..RoomRecovery::lost(reason)
@@ -169,9 +199,9 @@ async fn replay_gap(
     Ok((last, entries.len()))
 }
 
-async fn send(s: &SocketRef, entry: &Entry, wait: Wait) -> Result<(), &'static str> {
+async fn emit<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T, wait: Wait) -> Result<(), &'static str> {
     loop {
-        match s.emit(&entry.event, &entry.envelope) {
+        match s.emit(event, data) {
             Ok(()) => return Ok(()),
             Err(SendError::Socket(SocketError::InternalChannelFull)) => match wait {
                 // socketioxide has no way to await buffer space; the writer drains it
@@ -181,7 +211,7 @@ async fn send(s: &SocketRef, entry: &Entry, wait: Wait) -> Result<(), &'static s
             },
             Err(SendError::Socket(SocketError::Closed)) => return Err("disconnected"),
             Err(SendError::Serialize(error)) => {
-                tracing::error!(sid = %s.id, id = %entry.envelope.id, %error, "could not serialize an envelope for replay");
+                tracing::error!(sid = %s.id, event, %error, "could not serialize a message");
                 return Err("internal-error");
             }
         }
