@@ -35,6 +35,7 @@ pub struct App {
     sinks: Sinks,
     io: SocketIo,
     history: Arc<MemoryHistory>,
+    limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
     brokers: String,
     // Kept alive for the life of the app; dropping it stops the broker.
@@ -69,7 +70,11 @@ impl App {
         let history = Arc::new(MemoryHistory::new(config.history));
         let gate = Arc::new(Gate::default());
 
+        let limiter = socket::Limiter::new(config.limits);
         let (sio_layer, io) = SocketIo::builder()
+            .max_payload(config.limits.max_payload_bytes)
+            .max_buffer_size(config.limits.socket_buffer)
+            .with_state(limiter.clone())
             .with_state(verifier.clone())
             .with_state(stats.clone())
             .with_state(history.clone() as Arc<dyn History>)
@@ -133,6 +138,7 @@ impl App {
             },
             io,
             history,
+            limiter,
             health,
             brokers,
             dev_broker,
@@ -157,6 +163,7 @@ impl App {
             sinks,
             io,
             history,
+            limiter,
             health,
             brokers,
             dev_broker,
@@ -167,6 +174,7 @@ impl App {
         let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
         tokio::spawn(sweep_history(history, config.history.max_age, shutdown.clone()));
         tokio::spawn(metrics_upkeep(shutdown.clone()));
+        tokio::spawn(sweep_limits(limiter, shutdown.clone()));
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let stop = shutdown.clone();
@@ -192,7 +200,8 @@ impl App {
 
         let http_stop = CancellationToken::new();
         let server = tokio::spawn(
-            axum::serve(listener, router)
+            // The peer address feeds the per-IP handshake limit.
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(http_stop.clone().cancelled_owned())
                 .into_future(),
         );
@@ -242,6 +251,17 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
                 let rooms = history.sweep(std::time::Instant::now());
                 tracing::trace!(rooms, "history swept");
             }
+        }
+    }
+}
+
+/// Forgets handshake budgets that have refilled, once a minute.
+async fn sweep_limits(limiter: Arc<socket::Limiter>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => limiter.sweep(),
         }
     }
 }

@@ -74,6 +74,25 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
+/// What one client may do (see the README's "Limits and security").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Sockets one user may hold at once; the next is refused.
+    pub max_connections_per_user: usize,
+    /// Sockets this node holds at most.
+    pub max_connections: usize,
+    /// Handshakes one IP address may start per minute (burst of the same size).
+    pub handshakes_per_minute_per_ip: u32,
+    /// Client events one socket may send per second (burst of the same size).
+    pub client_events_per_second: u32,
+    /// Largest Engine.IO packet a client may send.
+    pub max_payload_bytes: u64,
+    /// Packets buffered per socket before it counts as slow.
+    pub socket_buffer: usize,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
 /// Service API keys accepted in `X-API-Key` by the REST API; never printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKeys(pub Vec<String>);
@@ -166,6 +185,8 @@ pub struct Config {
     pub rest_max_body_bytes: usize,
     /// When set, `/metrics` is served on this port (bound to `HOST`) instead of the main one.
     pub metrics_port: Option<u16>,
+    /// Limits on clients.
+    pub limits: ClientLimits,
 }
 
 impl Config {
@@ -330,6 +351,19 @@ impl Config {
             history: HistoryLimits {
                 max_events: parse_range(&get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
                 max_age: Duration::from_secs(parse_range(&get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
+            },
+            limits: ClientLimits {
+                max_connections_per_user: parse_range(&get, "MAX_CONNECTIONS_PER_USER", 5, 1..=1_000)?,
+                max_connections: parse_range(&get, "MAX_CONNECTIONS", 20_000, 1..=10_000_000)?,
+                handshakes_per_minute_per_ip: parse_range(&get, "HANDSHAKES_PER_MINUTE_PER_IP", 120, 1..=1_000_000)?,
+                client_events_per_second: parse_range(&get, "CLIENT_EVENTS_PER_SECOND", 10, 1..=10_000)?,
+                max_payload_bytes: parse_range(&get, "MAX_PAYLOAD_BYTES", 16 * 1024, 256..=16 * 1024 * 1024)?,
+                socket_buffer: parse_range(&get, "SOCKET_BUFFER", 256, 16..=65_536)?,
+                trust_forwarded_for: match get("TRUST_FORWARDED_FOR").as_deref() {
+                    None | Some("false") | Some("0") => false,
+                    Some("true") | Some("1") => true,
+                    Some(other) => return Err(invalid("TRUST_FORWARDED_FOR", format!("expected true or false, got {other:?}"))),
+                },
             },
             api_keys: ApiKeys(api_keys),
             rest_max_body_bytes: parse_range(&get, "REST_MAX_BODY_BYTES", 64 * 1024, 1_024..=16 * 1024 * 1024)?,

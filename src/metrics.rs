@@ -19,6 +19,8 @@
 //! | `realtime_auth_failures_total` | counter | |
 //! | `realtime_replays_total` | counter | `recovered` (`true` / `false`) |
 //! | `realtime_rest_broadcasts_total` | counter | `kind` |
+//! | `realtime_limit_refusals_total` | counter | `limit` |
+//! | `realtime_slow_disconnects_total` | counter | |
 //! | `realtime_http_requests_total` | counter | `method`, `route`, `status` |
 //! | `realtime_http_request_duration_seconds` | histogram | `method`, `route` |
 
@@ -96,6 +98,14 @@ fn describe() {
         "Rooms resumed on reconnect, by whether recovery was complete."
     );
     describe_counter!("realtime_rest_broadcasts_total", "Events sent through the REST API, by kind.");
+    describe_counter!(
+        "realtime_limit_refusals_total",
+        "Handshakes or client events refused by a limit, by limit."
+    );
+    describe_counter!(
+        "realtime_slow_disconnects_total",
+        "Sockets disconnected because they could not keep up."
+    );
     describe_counter!("realtime_http_requests_total", "HTTP requests, by method, route and status.");
     describe_histogram!(
         "realtime_http_request_duration_seconds",
@@ -161,6 +171,14 @@ pub(crate) fn auth_failures() {
 
 pub(crate) fn replays(recovered: bool) {
     counter!("realtime_replays_total", "recovered" => if recovered { "true" } else { "false" }).increment(1);
+}
+
+pub(crate) fn limit_refusals(limit: &'static str) {
+    counter!("realtime_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+pub(crate) fn slow_disconnects() {
+    counter!("realtime_slow_disconnects_total").increment(1);
 }
 
 pub(crate) fn rest_broadcasts(kind: &'static str) {

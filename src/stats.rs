@@ -173,6 +173,16 @@ impl Stats {
         m::replays(recovered);
     }
 
+    /// A client hit a limit (`limit` names it).
+    pub fn limit_refused(&self, limit: &'static str) {
+        m::limit_refusals(limit);
+    }
+
+    /// A socket too slow to take its events was disconnected.
+    pub fn slow_disconnected(&self) {
+        m::slow_disconnects();
+    }
+
     /// An event was sent through the REST API.
     pub fn rest_broadcast(&self, kind: &'static str) {
         add(&self.rest_broadcasts);

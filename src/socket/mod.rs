@@ -5,7 +5,11 @@
 //! `admin:dashboard` only for admins. No client event names a room, and a handshake
 //! position only resumes a room the socket may join anyway.
 
+mod limits;
 mod replay;
+mod session;
+
+pub use limits::Limiter;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +25,9 @@ use crate::delivery::Gate;
 use crate::history::{Cursor, History};
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
 use crate::stats::Stats;
+use limits::{EventBudget, LimitError, Slot, Verdict};
 use replay::RoomRecovery;
+use session::Session;
 
 /// Most rooms a handshake may ask to resume; a socket is in at most three.
 const MAX_RESUME_ROOMS: usize = 8;
@@ -33,6 +39,8 @@ enum HandshakeError {
     Auth(#[from] AuthError),
     #[error("invalid auth.positions: {0}")]
     Positions(String),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// The rooms a reconnecting client asks to resume, from `auth.positions`.
@@ -51,7 +59,14 @@ async fn authenticate(
     TryData(auth): TryData<serde_json::Value>,
     State(verifier): State<Arc<Verifier>>,
     State(stats): State<Arc<Stats>>,
+    State(limiter): State<Arc<Limiter>>,
 ) -> Result<(), HandshakeError> {
+    // Cheapest refusal first: an address hammering handshakes never reaches JWT checks.
+    if let Err(error) = limiter.handshake(limiter.client_ip(s.req_parts())) {
+        stats.limit_refused("handshakes_per_ip");
+        tracing::info!(sid = %s.id, %error, "handshake refused");
+        return Err(error.into());
+    }
     let mut auth = auth.unwrap_or_default();
     let from_auth = auth.get("token").and_then(|t| t.as_str().map(str::to_owned));
     let token = from_auth.or_else(|| query_param(s.req_parts().uri.query().unwrap_or(""), "token"));
@@ -60,10 +75,23 @@ async fn authenticate(
         .and_then(|t| verifier.verify(&t))
         .map_err(HandshakeError::from)
         .and_then(|identity| Ok((identity, parse_positions(auth.get_mut("positions").map(serde_json::Value::take))?)));
+    let result = result.and_then(|(identity, resume)| match limiter.acquire(&identity.user_id) {
+        Ok(slot) => Ok((identity, resume, slot)),
+        Err(error) => {
+            stats.limit_refused(match error {
+                LimitError::PerUser(_) => "connections_per_user",
+                _ => "connections",
+            });
+            Err(error.into())
+        }
+    });
     match result {
-        Ok((identity, resume)) => {
+        Ok((identity, resume, slot)) => {
+            s.extensions.insert(Session::new(identity.expires_at));
             s.extensions.insert(identity);
             s.extensions.insert(resume);
+            s.extensions.insert(Arc::new(slot));
+            s.extensions.insert(Arc::new(limiter.event_budget()));
             Ok(())
         }
         Err(error) => {
@@ -133,10 +161,12 @@ async fn on_connect(
     State(stats): State<Arc<Stats>>,
     State(history): State<Arc<dyn History>>,
     State(gate): State<Arc<Gate>>,
+    Extension(session): Extension<Arc<Session>>,
 ) {
     stats.connected();
     tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
     register_events(&s);
+    tokio::spawn(session::expire(s.clone(), session));
 
     let mut join = vec![user_room(&identity.user_id)];
     let mut refused = BTreeMap::new();
@@ -179,22 +209,39 @@ async fn on_connect(
 fn register_events(s: &SocketRef) {
     s.on(
         "subscribe:inventory",
-        async |s: SocketRef, ack: AckSender, State(history): State<Arc<dyn History>>, State(gate): State<Arc<Gate>>| {
+        async |s: SocketRef,
+               ack: AckSender,
+               Extension(budget): Extension<Arc<EventBudget>>,
+               State(history): State<Arc<dyn History>>,
+               State(gate): State<Arc<Gate>>| {
+            if let Err(error) = spend(&s, &budget) {
+                return reply(&s, ack, Some(error));
+            }
             let head = replay::join_at_head(&s, history.as_ref(), &gate, INVENTORY_ROOM).await;
             reply_joined(&s, ack, INVENTORY_ROOM, head);
         },
     );
-    s.on("unsubscribe:inventory", async |s: SocketRef, ack: AckSender| {
-        s.leave(INVENTORY_ROOM);
-        reply(&s, ack, None);
-    });
+    s.on(
+        "unsubscribe:inventory",
+        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+            let error = spend(&s, &budget).err();
+            if error.is_none() {
+                s.leave(INVENTORY_ROOM);
+            }
+            reply(&s, ack, error);
+        },
+    );
     s.on(
         "subscribe:admin",
         async |s: SocketRef,
                ack: AckSender,
                Extension(id): Extension<Identity>,
+               Extension(budget): Extension<Arc<EventBudget>>,
                State(history): State<Arc<dyn History>>,
                State(gate): State<Arc<Gate>>| {
+            if let Err(error) = spend(&s, &budget) {
+                return reply(&s, ack, Some(error));
+            }
             if id.is_admin {
                 let head = replay::join_at_head(&s, history.as_ref(), &gate, ADMIN_ROOM).await;
                 reply_joined(&s, ack, ADMIN_ROOM, head);
@@ -204,16 +251,109 @@ fn register_events(s: &SocketRef) {
             }
         },
     );
-    s.on("unsubscribe:admin", async |s: SocketRef, ack: AckSender| {
-        s.leave(ADMIN_ROOM);
-        reply(&s, ack, None);
-    });
+    s.on(
+        "unsubscribe:admin",
+        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+            let error = spend(&s, &budget).err();
+            if error.is_none() {
+                s.leave(ADMIN_ROOM);
+            }
+            reply(&s, ack, error);
+        },
+    );
     // Kept for clients written against older bridges: order events already reach user:<sub>.
-    s.on("subscribe:orders", async |s: SocketRef, ack: AckSender| reply(&s, ack, None));
-    s.on_disconnect(async |s: SocketRef, reason: DisconnectReason, State(stats): State<Arc<Stats>>| {
-        stats.disconnected(&reason.to_string());
-        tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+    s.on(
+        "subscribe:orders",
+        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+            let error = spend(&s, &budget).err();
+            reply(&s, ack, error);
+        },
+    );
+    s.on("auth:refresh", refresh);
+    // Events nobody listens to still cost parsing: they count against the budget too.
+    s.on_fallback(async |s: SocketRef, Extension(budget): Extension<Arc<EventBudget>>| {
+        let _ = spend(&s, &budget);
     });
+    s.on_disconnect(
+        async |s: SocketRef, reason: DisconnectReason, State(stats): State<Arc<Stats>>, Extension(session): Extension<Arc<Session>>| {
+            session.close();
+            // Frees the user's connection slot now rather than when the last handle goes.
+            drop(s.extensions.remove::<Arc<Slot>>());
+            stats.disconnected(&reason.to_string());
+            tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+        },
+    );
+}
+
+/// The answer to `auth:refresh`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Refreshed {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
+}
+
+/// `auth:refresh` with `{token}` (or the token as a string): verified like a handshake
+/// token; it must name the same user. The socket then lives until the new `exp`.
+async fn refresh(
+    s: SocketRef,
+    ack: AckSender,
+    TryData(data): TryData<serde_json::Value>,
+    Extension(identity): Extension<Identity>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+    Extension(session): Extension<Arc<Session>>,
+    State(verifier): State<Arc<Verifier>>,
+) {
+    let fail = |error: String| Refreshed {
+        ok: false,
+        error: Some(error),
+        expires_at: None,
+    };
+    let answer = match spend(&s, &budget) {
+        Err(error) => fail(error.to_owned()),
+        Ok(()) => {
+            let data = data.unwrap_or_default();
+            let token = data.as_str().or_else(|| data.get("token").and_then(|t| t.as_str()));
+            match token.ok_or(AuthError::MissingToken).and_then(|t| verifier.verify(t)) {
+                Err(error) => fail(error.to_string()),
+                Ok(fresh) if fresh.user_id != identity.user_id => fail("the token is for another user".to_owned()),
+                Ok(fresh) => {
+                    if identity.is_admin && !fresh.is_admin {
+                        s.leave(ADMIN_ROOM);
+                    }
+                    session.refresh(fresh.expires_at);
+                    let expires_at = fresh.expires_at;
+                    s.extensions.insert(fresh);
+                    tracing::debug!(sid = %s.id, expires_at, "token refreshed");
+                    Refreshed {
+                        ok: true,
+                        error: None,
+                        expires_at: Some(expires_at),
+                    }
+                }
+            }
+        }
+    };
+    let _ = ack.send(&answer);
+}
+
+/// Spends one client event from the socket's budget; when refused, the reason for the ack.
+/// A socket refused too often is told why and disconnected.
+fn spend(s: &SocketRef, budget: &EventBudget) -> Result<(), &'static str> {
+    const REFUSED: &str = "rate limited: too many client events";
+    match budget.spend() {
+        Verdict::Allowed => Ok(()),
+        Verdict::Refused => Err(REFUSED),
+        Verdict::Abusive => {
+            tracing::warn!(sid = %s.id, "disconnecting a socket that keeps exceeding the client event rate");
+            let _ = s.emit("session:closing", &serde_json::json!({ "reason": "too many client events" }));
+            let _ = s.clone().disconnect();
+            Err(REFUSED)
+        }
+    }
 }
 
 fn room_names(s: &SocketRef) -> Vec<String> {

@@ -1,0 +1,79 @@
+//! A socket's authentication lifetime: disconnected when its JWT expires, unless the client
+//! sent a fresh token (same user) through `auth:refresh` first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use socketioxide::extract::SocketRef;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The expiry of the token a socket is connected with.
+#[derive(Debug)]
+pub struct Session {
+    expires_at: AtomicU64,
+    refreshed: Notify,
+    closed: CancellationToken,
+}
+
+/// Sent just before an expired socket is disconnected.
+#[derive(Debug, Serialize)]
+struct Expired {
+    reason: &'static str,
+}
+
+impl Session {
+    /// A session ending at `expires_at` (seconds since the epoch).
+    pub fn new(expires_at: u64) -> Arc<Self> {
+        Arc::new(Session {
+            expires_at: AtomicU64::new(expires_at),
+            refreshed: Notify::new(),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    /// A fresh token was accepted: the session now ends at `expires_at`.
+    pub fn refresh(&self, expires_at: u64) {
+        self.expires_at.store(expires_at, Ordering::Release);
+        self.refreshed.notify_one();
+    }
+
+    /// The socket is gone: stop watching.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Seconds since the epoch at which the session ends.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at.load(Ordering::Acquire)
+    }
+}
+
+/// Disconnects `s` when its token expires (and was not refreshed in time). Telling the
+/// client with `auth:expired` and a Socket.IO disconnect (not a transport close) keeps
+/// socket.io-client from reconnecting with the same stale token.
+pub async fn expire(s: SocketRef, session: Arc<Session>) {
+    loop {
+        let exp = session.expires_at();
+        let left = Duration::from_secs(exp).saturating_sub(now());
+        tokio::select! {
+            _ = session.closed.cancelled() => return,
+            _ = session.refreshed.notified() => continue,
+            _ = tokio::time::sleep(left) => {
+                if session.expires_at() != exp {
+                    continue;
+                }
+                tracing::info!(sid = %s.id, "token expired; disconnecting");
+                let _ = s.emit("auth:expired", &Expired { reason: "token expired: reconnect with a fresh token, or send auth:refresh before exp" });
+                let _ = s.disconnect();
+                return;
+            }
+        }
+    }
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
