@@ -25,6 +25,13 @@ export async function waitFor(predicate, { timeoutMs = 30000, intervalMs = 50, w
   }
 }
 
+/** `promise`, or a failure naming `what` after `ms`. */
+export function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 export async function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();

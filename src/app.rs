@@ -72,7 +72,10 @@ impl App {
 
         let limiter = socket::Limiter::new(config.limits);
         let (sio_layer, io) = SocketIo::builder()
+            // The same packet limit for both transports (the WebSocket default is 64 MiB).
             .max_payload(config.limits.max_payload_bytes)
+            .ws_max_message_size(config.limits.max_payload_bytes as usize)
+            .ws_max_frame_size(config.limits.max_payload_bytes as usize)
             .max_buffer_size(config.limits.socket_buffer)
             .with_state(limiter.clone())
             .with_state(verifier.clone())

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ConnectInfo;
@@ -57,26 +57,34 @@ pub enum Verdict {
     Allowed,
     /// Over the rate: refuse this one.
     Refused,
-    /// Over the rate too often: disconnect the socket.
+    /// Over the rate too often: disconnect the socket (returned once).
     Abusive,
+    /// Already being disconnected: ignore.
+    Closing,
 }
 
 /// One socket's client-event budget.
 pub struct EventBudget {
     rate: DefaultDirectRateLimiter,
     strikes: AtomicU32,
+    closing: AtomicBool,
 }
 
 impl EventBudget {
     /// Spends one event.
     pub fn spend(&self) -> Verdict {
+        if self.closing.load(Ordering::Relaxed) {
+            return Verdict::Closing;
+        }
         if self.rate.check().is_ok() {
             return Verdict::Allowed;
         }
-        if self.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= ABUSE_STRIKES {
-            Verdict::Abusive
-        } else {
+        if self.strikes.fetch_add(1, Ordering::Relaxed) + 1 < ABUSE_STRIKES {
             Verdict::Refused
+        } else if self.closing.swap(true, Ordering::Relaxed) {
+            Verdict::Closing
+        } else {
+            Verdict::Abusive
         }
     }
 }
@@ -138,6 +146,7 @@ impl Limiter {
         EventBudget {
             rate: DefaultDirectRateLimiter::direct(Quota::per_second(per(self.limits.client_events_per_second))),
             strikes: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -211,6 +220,7 @@ mod tests {
         assert!(verdicts[..3].iter().all(|v| *v == Verdict::Allowed));
         assert!(verdicts[3..verdicts.len() - 1].iter().all(|v| *v == Verdict::Refused));
         assert_eq!(verdicts.last(), Some(&Verdict::Abusive));
+        assert_eq!(b.spend(), Verdict::Closing, "abuse is reported once");
     }
 
     #[test]

@@ -29,6 +29,9 @@ use limits::{EventBudget, LimitError, Slot, Verdict};
 use replay::RoomRecovery;
 use session::Session;
 
+/// How long an abusive socket is ignored before it is disconnected.
+const ABUSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most rooms a handshake may ask to resume; a socket is in at most three.
 const MAX_RESUME_ROOMS: usize = 8;
 
@@ -346,11 +349,18 @@ fn spend(s: &SocketRef, budget: &EventBudget) -> Result<(), &'static str> {
     const REFUSED: &str = "rate limited: too many client events";
     match budget.spend() {
         Verdict::Allowed => Ok(()),
-        Verdict::Refused => Err(REFUSED),
+        Verdict::Refused | Verdict::Closing => Err(REFUSED),
         Verdict::Abusive => {
             tracing::warn!(sid = %s.id, "disconnecting a socket that keeps exceeding the client event rate");
             let _ = s.emit("session:closing", &serde_json::json!({ "reason": "too many client events" }));
-            let _ = s.clone().disconnect();
+            // Disconnecting at once would make socketioxide close the transport on the
+            // flood's next packet, before the reason and the disconnect reach the client
+            // (which would then reconnect); a short pause, ignoring events, lets them out.
+            let s = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(ABUSE_GRACE).await;
+                let _ = s.disconnect();
+            });
             Err(REFUSED)
         }
     }

@@ -1,0 +1,161 @@
+// Hostile and unlucky clients: each limit holds, and a well-behaved client connected at the
+// same time still receives every event. Real binary, tansu broker, official client.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import {
+  JWT_SECRET, bridgeEnv, connect, producer, request, startBridge, startBroker, token, waitFor, within,
+} from "./harness.mjs";
+
+const b64url = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
+const signed = (header, body, secret = JWT_SECRET) => {
+  const h = b64url(header);
+  const b = b64url(body);
+  return `${h}.${b}.${createHmac("sha256", secret).update(`${h}.${b}`).digest("base64url")}`;
+};
+const now = () => Math.floor(Date.now() / 1000);
+const orders = (prefix, buyerId, n) => Array.from({ length: n }, (_, i) => ({ orderId: `${prefix}-${i}`, buyerId, status: "paid" }));
+
+describe("limits and security", () => {
+  let broker, kafka;
+  const bridges = [];
+  const clients = [];
+  const start = async (env) => {
+    const b = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.updated,inventory.updated", ...env }));
+    bridges.push(b);
+    await b.ready();
+    return b;
+  };
+  const open = async (url, opts) => {
+    const c = await connect(url, opts);
+    clients.push(c);
+    return c;
+  };
+  /** Produces `n` orders for `user` and checks `client` gets each once, in order. */
+  const everyEventReaches = async (client, user, n) => {
+    const before = client.of("order:updated").length;
+    await kafka.send("order.updated", orders(`W-${user}-${before}`, user, n));
+    await waitFor(() => client.of("order:updated").length === before + n, { what: `${n} events for the well-behaved ${user}` });
+    assert.deepEqual(
+      client.of("order:updated").slice(before).map((e) => e.payload.data.orderId),
+      orders(`W-${user}-${before}`, user, n).map((o) => o.orderId),
+    );
+  };
+
+  before(async () => {
+    broker = await startBroker();
+    broker.createTopics(["order.updated", "inventory.updated", "realtime-bridge.dlq"], 1);
+    kafka = await producer(broker.brokers);
+  });
+
+  after(async () => {
+    for (const c of clients) c.socket.close();
+    await kafka?.disconnect();
+    for (const b of bridges) assert.equal(await b.stop(), 0);
+    await broker?.stop();
+  });
+
+  test("connections per user and in all: the newest is refused with a reason; a freed slot is reusable", async () => {
+    const bridge = await start({ MAX_CONNECTIONS_PER_USER: "2", MAX_CONNECTIONS: "4" });
+    const good = await open(bridge.url, { auth: { token: token("wendy") } });
+    const [u1] = await Promise.all([open(bridge.url, { auth: { token: token("ursula") } }), open(bridge.url, { auth: { token: token("ursula") } })]);
+    await assert.rejects(connect(bridge.url, { auth: { token: token("ursula") } }), (e) => e.message === "too many connections for this user (at most 2); close another tab or device");
+    await open(bridge.url, { auth: { token: token("victor") } });
+    await assert.rejects(connect(bridge.url, { auth: { token: token("xena") } }), (e) => e.message === "server at capacity; retry later");
+    await everyEventReaches(good, "wendy", 20);
+
+    u1.socket.close();
+    // The server frees the slot when it sees the disconnect; retry until it has.
+    const again = await waitFor(async () => connect(bridge.url, { auth: { token: token("ursula") } }).catch(() => null), { what: "the freed slot" });
+    clients.push(again);
+    assert.equal(again.hello.userId, "ursula");
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    assert.match(metrics, /realtime_limit_refusals_total\{limit="connections_per_user"\} [1-9]/);
+  });
+
+  test("handshakes per IP: past the budget an address is refused until it refills", async () => {
+    const bridge = await start({ HANDSHAKES_PER_MINUTE_PER_IP: "3" });
+    await open(bridge.url, { auth: { token: token("h1") } });
+    await assert.rejects(connect(bridge.url, { auth: { token: "bad" } }), /malformed/, "a failed handshake spends budget too");
+    await open(bridge.url, { auth: { token: token("h2") } });
+    await assert.rejects(connect(bridge.url, { auth: { token: token("h3") } }), (e) => e.message === "too many connection attempts from this address; retry later");
+  });
+
+  test("a client event flood is rate limited, then disconnected with a reason; others are not slowed", async () => {
+    const bridge = await start({ CLIENT_EVENTS_PER_SECOND: "5" });
+    const good = await open(bridge.url, { auth: { token: token("gina") } });
+    const flooder = await open(bridge.url, { auth: { token: token("fred") } });
+    const closing = new Promise((r) => flooder.socket.once("session:closing", r));
+    const dropped = new Promise((r) => flooder.socket.once("disconnect", r));
+    const acks = [];
+    for (let i = 0; i < 200; i++) flooder.socket.emit("subscribe:inventory", (a) => acks.push(a));
+    for (let i = 0; i < 100; i++) flooder.socket.emit("no-such-event", { i });
+    await everyEventReaches(good, "gina", 50);
+    assert.deepEqual(await within(closing, 10000, "session:closing"), { reason: "too many client events" });
+    assert.equal(await within(dropped, 10000, "the disconnect"), "io server disconnect");
+    assert.ok(acks.some((a) => a.error === "rate limited: too many client events"), "refusals are acknowledged as such");
+    assert.ok(acks.filter((a) => a.ok).length <= 6, `at most the burst was accepted: ${acks.filter((a) => a.ok).length}`);
+    assert.equal((await request(good, "subscribe:inventory")).ok, true, "the well-behaved socket's own budget is untouched");
+  });
+
+  test("an oversized packet closes only the sender's connection", async () => {
+    const bridge = await start({ MAX_PAYLOAD_BYTES: "2048" });
+    const good = await open(bridge.url, { auth: { token: token("olga") } });
+    const big = await open(bridge.url, { auth: { token: token("bert") } });
+    const dropped = new Promise((r) => big.socket.once("disconnect", r));
+    big.socket.emit("subscribe:orders", "x".repeat(64 * 1024));
+    assert.match(await within(dropped, 10000, "the disconnect"), /transport (close|error)/);
+    await everyEventReaches(good, "olga", 10);
+  });
+
+  test("a socket is disconnected when its token expires, unless it refreshed it (same user only)", async () => {
+    const bridge = await start({});
+    const exp = now() + 3;
+    const expiring = await open(bridge.url, { auth: { token: token("eve", { expiresIn: 3 }) } });
+    const refreshing = await open(bridge.url, { auth: { token: token("ray", { expiresIn: 3 }) } });
+    const expired = new Promise((r) => expiring.socket.once("auth:expired", r));
+    const dropped = new Promise((r) => expiring.socket.once("disconnect", r));
+
+    const wrongUser = await refreshing.socket.timeout(5000).emitWithAck("auth:refresh", { token: token("mallory", { expiresIn: 3600 }) });
+    assert.deepEqual(wrongUser, { ok: false, error: "the token is for another user" });
+    const badToken = await refreshing.socket.timeout(5000).emitWithAck("auth:refresh", { token: token("ray", { secret: "x".repeat(40) }) });
+    assert.deepEqual(badToken, { ok: false, error: "invalid token: bad signature" });
+    const fresh = await refreshing.socket.timeout(5000).emitWithAck("auth:refresh", { token: token("ray", { expiresIn: 3600 }) });
+    assert.equal(fresh.ok, true);
+    assert.ok(fresh.expiresAt > exp + 3000);
+
+    assert.match((await within(expired, 10000, "auth:expired")).reason, /token expired/);
+    assert.equal(await within(dropped, 10000, "the disconnect"), "io server disconnect", "socket.io-client does not retry with the stale token");
+    assert.ok(now() >= exp, "not before exp");
+    // The refreshed socket outlived its first token and still gets its events.
+    assert.equal(refreshing.socket.connected, true);
+    await everyEventReaches(refreshing, "ray", 5);
+  });
+
+  test("hostile tokens are refused with a reason and never logged", async () => {
+    const bridge = await start({});
+    const body = { sub: "h", roles: ["admin"], exp: now() + 600 };
+    const none = `${b64url({ alg: "none", typ: "JWT" })}.${b64url(body)}.`;
+    const cases = [
+      [none, /invalid token/],
+      [signed({ alg: "HS512", typ: "JWT" }, body), /algorithm not allowed/],
+      [signed({ alg: "HS256", typ: "JWT" }, { ...body, nbf: now() + 600 }), /not valid yet/],
+      [signed({ alg: "HS256", typ: "JWT" }, { roles: ["admin"], exp: now() + 600 }), /sub/],
+      [signed({ alg: "HS256", typ: "JWT" }, { sub: "h", exp: now() - 600 }), /expired/],
+      [signed({ alg: "HS256", typ: "JWT" }, body, "another-secret-another-secret-another"), /bad signature/],
+      [`${signed({ alg: "HS256", typ: "JWT" }, { ...body, pad: "p".repeat(9000) })}`, /longer than/],
+    ];
+    for (const [tok, reason] of cases) {
+      await assert.rejects(connect(bridge.url, { auth: { token: tok } }), (e) => reason.test(e.message), `${reason}`);
+    }
+    const logged = bridge.lines.join("\n");
+    for (const [tok] of cases) assert.ok(!logged.includes(tok.split(".")[1]), "no token (or its claims) in the logs");
+  });
+
+  test("CORS: only the configured origins are allowed", async () => {
+    const bridge = await start({ CORS_ORIGINS: "https://shop.example.com" });
+    const ask = (origin) => fetch(`${bridge.url}/socket.io/?EIO=4&transport=polling`, { method: "OPTIONS", headers: { origin, "access-control-request-method": "GET" } });
+    assert.equal((await ask("https://shop.example.com")).headers.get("access-control-allow-origin"), "https://shop.example.com");
+    assert.equal((await ask("https://evil.example.com")).headers.get("access-control-allow-origin"), null);
+  });
+});
