@@ -424,6 +424,28 @@ mod tests {
         assert!(may_join(&identity("admin", true), ADMIN_ROOM));
     }
 
+    proptest::proptest! {
+        /// Whatever a client puts in `auth.positions`, the handshake parses it or refuses
+        /// it with a reason; it never panics.
+        #[test]
+        fn any_positions_value_is_parsed_or_refused(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&raw) {
+                if let Err(e) = parse_positions(Some(value)) {
+                    proptest::prop_assert!(e.to_string().starts_with("invalid auth.positions"));
+                }
+            }
+        }
+
+        #[test]
+        fn any_positions_map_is_parsed_or_refused(rooms in proptest::collection::btree_map(".{0,20}", (".{0,20}", proptest::prelude::any::<i64>()), 0..12)) {
+            let value: serde_json::Value = rooms.iter().map(|(r, (e, s))| (r.clone(), serde_json::json!({"epoch": e, "seq": s}))).collect::<serde_json::Map<_, _>>().into();
+            match parse_positions(Some(value)) {
+                Ok(resume) => proptest::prop_assert!(resume.0.len() <= MAX_RESUME_ROOMS && rooms.values().all(|(_, s)| *s >= 0)),
+                Err(e) => proptest::prop_assert!(rooms.len() > MAX_RESUME_ROOMS || rooms.values().any(|(_, s)| *s < 0), "{e}"),
+            }
+        }
+    }
+
     #[test]
     fn positions_are_validated() {
         let ok = parse_positions(Some(serde_json::json!({"user:42": {"epoch": "ab", "seq": 3}}))).unwrap();
