@@ -429,10 +429,10 @@ mod tests {
         /// it with a reason; it never panics.
         #[test]
         fn any_positions_value_is_parsed_or_refused(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&raw) {
-                if let Err(e) = parse_positions(Some(value)) {
-                    proptest::prop_assert!(e.to_string().starts_with("invalid auth.positions"));
-                }
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&raw)
+                && let Err(e) = parse_positions(Some(value))
+            {
+                proptest::prop_assert!(e.to_string().starts_with("invalid auth.positions"));
             }
         }
 
