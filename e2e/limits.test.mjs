@@ -3,6 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { resumable } from "./resumable.mjs";
 import {
   JWT_SECRET, bridgeEnv, connect, producer, request, startBridge, startBroker, token, waitFor, within,
 } from "./harness.mjs";
@@ -106,6 +107,49 @@ describe("limits and security", () => {
     big.socket.emit("subscribe:orders", "x".repeat(64 * 1024));
     assert.match(await within(dropped, 10000, "the disconnect"), /transport (close|error)/);
     await everyEventReaches(good, "olga", 10);
+  });
+
+  test("a socket too slow for its events is evicted, reconnects and replays; the consumer and others never wait", async (t) => {
+    const key = "limits-api-key-limits-api-key-limits-0001";
+    const bridge = await start({ SOCKET_BUFFER: "16", API_KEYS: key });
+    const good = await open(bridge.url, { auth: { token: token("boss-a", { roles: ["admin"] }) } });
+    assert.equal((await request(good, "subscribe:admin")).ok, true);
+    const slow = resumable(bridge.url, token("boss-b", { roles: ["admin"] }), { transports: ["websocket"], forceNew: true });
+    clients.push(slow);
+    const got = [];
+    const notices = [];
+    slow.socket.on("admin:bulk", (env) => got.push(env.data.i));
+    slow.socket.on("session:closing", (m) => notices.push(m));
+    const hellos = [];
+    slow.socket.on("connection:success", (h) => hellos.push(h));
+    await waitFor(() => hellos.length === 1, { what: "the slow client's connection" });
+    assert.equal((await slow.request("subscribe:admin")).ok, true);
+
+    // Stop reading: the kernel buffers fill, then the bridge's 16-packet buffer.
+    slow.socket.io.engine.transport.ws._socket.pause();
+    const N = 400;
+    const pad = "x".repeat(40 * 1024);
+    const sentAt = performance.now();
+    for (let i = 0; i < N; i++) {
+      const res = await fetch(`${bridge.url}/realtime/broadcast/admin`, {
+        method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "bulk", data: { i, pad } }),
+      });
+      assert.equal(res.status, 200);
+    }
+    const sendMs = performance.now() - sentAt;
+    await waitFor(() => good.of("admin:bulk").length === N, { what: "every event at the well-behaved socket" });
+    assert.deepEqual(good.of("admin:bulk").map((e) => e.payload.data.i), [...Array(N).keys()]);
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    assert.match(metrics, /realtime_slow_disconnects_total [1-9]/, "the slow socket was found");
+
+    slow.socket.io.engine.transport.ws._socket.resume();
+    await waitFor(() => hellos.length >= 2, { timeoutMs: 60000, what: "the slow client to reconnect" });
+    assert.deepEqual(notices[0], { reason: "slow-consumer", reconnect: true });
+    assert.equal(hellos[1].recovery["admin:dashboard"]?.recovered, true, JSON.stringify(hellos[1].recovery));
+    await waitFor(() => new Set(got).size === N, { timeoutMs: 60000, what: "every event at the slow client, after replay" });
+    const firstSeen = got.filter((i, k) => got.indexOf(i) === k);
+    assert.deepEqual(firstSeen, [...Array(N).keys()], "in order, none missing");
+    t.diagnostic(`${N} × 40 KB sent in ${sendMs.toFixed(0)} ms; slow client received ${got.length} (duplicates ${got.length - N}) after replay`);
   });
 
   test("a socket is disconnected when its token expires, unless it refreshed it (same user only)", async () => {

@@ -6,7 +6,12 @@ export function resumable(url, token, options = {}) {
   const positions = {}; // room -> { epoch, seq }
   const socket = io(url, { ...options, auth: (cb) => cb({ token, positions }) });
   const keep = (room, p) => { positions[room] = { epoch: p.epoch, seq: p.seq }; };
-  socket.onAny((_event, msg) => { if (msg?.position) keep(msg.position.room, msg.position); });
+  const behind = (p, by) => positions[p.room]?.epoch === p.epoch && p.seq > positions[p.room].seq + by;
+  // Missed a live event (this socket was too slow): reconnect, and the handshake replays it.
+  const resync = () => { socket.disconnect(); socket.connect(); };
+  socket.onAny((_event, msg) => { const p = msg?.position; if (p) behind(p, 1) ? resync() : keep(p.room, p); });
+  socket.on("sync:position", (p) => { if (behind(p, 0)) resync(); });
+  socket.on("session:closing", (m) => { if (m.reconnect) socket.once("disconnect", () => socket.connect()); });
   socket.on("connection:success", (hello) => Object.entries(hello.positions).forEach(([r, p]) => keep(r, p)));
   // subscribe:* / unsubscribe:* through this, so joined rooms are resumed and left ones not.
   const request = async (event) => {

@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use socketioxide::{BroadcastError, SocketIo};
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::events::{Event, ParseError, Source};
 use crate::history::{Entry, History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
+use crate::socket::slow;
 use crate::stats::Stats;
 
 /// A Kafka record as the pipeline needs it.
@@ -127,7 +128,8 @@ impl Delivery {
 
     /// Stores each route in its room's history, then emits it, in order. A socket whose
     /// buffer is full misses the live emit (socketioxide refuses rather than waits); the
-    /// others still receive it, and the missed one is in the history.
+    /// others still receive it, the missed one is in the history, and the slow socket is
+    /// sent away to reconnect and replay it ([`slow`]).
     /// Returns what was stored, positions included.
     pub async fn deliver(&self, routes: Vec<Route>) -> Result<Vec<Arc<Entry>>, HistoryError> {
         let _emitting = self.gate.emitting().await;
@@ -136,12 +138,18 @@ impl Delivery {
             let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
             let missed = match self.io.to(r.room.clone()).emit(&entry.event, &entry.envelope).await {
                 Ok(()) => 0,
-                Err(error) => {
-                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed for some sockets");
-                    match error {
-                        BroadcastError::Socket(sockets) => sockets.len(),
-                        _ => 1,
+                Err(BroadcastError::Socket(sockets)) => {
+                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, missed = sockets.len(), "some sockets could not take an emit");
+                    if let Some(position) = &entry.envelope.position
+                        && sockets.iter().any(|e| matches!(e, SocketError::InternalChannelFull))
+                    {
+                        slow::after_missed_emit(&self.io, position, &self.stats);
                     }
+                    sockets.len()
+                }
+                Err(error) => {
+                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed");
+                    1
                 }
             };
             self.stats.emitted(&entry.event, missed);

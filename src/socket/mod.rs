@@ -8,6 +8,7 @@
 mod limits;
 mod replay;
 mod session;
+pub mod slow;
 
 pub use limits::Limiter;
 
@@ -95,6 +96,7 @@ async fn authenticate(
             s.extensions.insert(resume);
             s.extensions.insert(Arc::new(slot));
             s.extensions.insert(Arc::new(limiter.event_budget()));
+            s.extensions.insert(slow::Evicting::default());
             Ok(())
         }
         Err(error) => {

@@ -1,0 +1,84 @@
+//! Slow sockets: a socket whose buffer is full misses live emits (socketioxide refuses
+//! rather than waits, so the consumer and the other sockets never wait for it). This finds
+//! such sockets and sends them away to reconnect and replay what they missed.
+//!
+//! A room broadcast only says how many sockets missed an emit, not which. So the room's
+//! local sockets are each sent the room's position (`sync:position`): a socket with room
+//! in its buffer takes it (and a client that missed the emit sees its gap from it), a
+//! socket whose buffer is still full refuses it and is evicted: once its buffer drains it
+//! is told `session:closing {reason: "slow-consumer", reconnect: true}` and disconnected,
+//! and the client helper reconnects with its positions. A socket that never drains is
+//! closed by the Engine.IO heartbeat.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
+
+use crate::events::Position;
+use crate::stats::Stats;
+
+/// How long an eviction waits for the slow socket's buffer to make room for the notice.
+const EVICT_DEADLINE: Duration = Duration::from_secs(30);
+const EVICT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Set on a socket being evicted, so it is evicted once.
+#[derive(Debug, Clone, Default)]
+pub struct Evicting(Arc<AtomicBool>);
+
+#[derive(Serialize)]
+struct Closing {
+    reason: &'static str,
+    reconnect: bool,
+}
+
+/// After an emit to `position.room` that some local sockets missed: finds them and evicts them.
+pub fn after_missed_emit(io: &SocketIo, position: &Position, stats: &Arc<Stats>) {
+    for s in io.to(position.room.clone()).sockets() {
+        match s.emit("sync:position", position) {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => evict(s, stats.clone()),
+            // Taken (the client checks it against its own position), or already gone.
+            _ => {}
+        }
+    }
+}
+
+fn evict(s: SocketRef, stats: Arc<Stats>) {
+    let Some(flag) = s.extensions.get::<Evicting>() else {
+        return;
+    };
+    if flag.0.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::info!(sid = %s.id, "socket too slow for its events; evicting it so it reconnects and replays");
+    stats.slow_disconnected();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + EVICT_DEADLINE;
+        let notice = Closing {
+            reason: "slow-consumer",
+            reconnect: true,
+        };
+        let mut told = false;
+        while tokio::time::Instant::now() < deadline && s.connected() {
+            if !told {
+                match s.emit("session:closing", &notice) {
+                    Ok(()) => told = true,
+                    Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
+                    Err(_) => return,
+                }
+            }
+            if told {
+                match s.clone().disconnect() {
+                    Err(SocketError::InternalChannelFull) => {}
+                    _ => return,
+                }
+            }
+            tokio::time::sleep(EVICT_BACKOFF).await;
+        }
+        tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout");
+    });
+}
