@@ -39,10 +39,9 @@ struct Closing {
 /// After an emit to `position.room` that some local sockets missed: finds them and evicts them.
 pub fn after_missed_emit(io: &SocketIo, position: &Position, stats: &Arc<Stats>) {
     for s in io.to(position.room.clone()).sockets() {
-        match s.emit("sync:position", position) {
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => evict(s, stats.clone()),
-            // Taken (the client checks it against its own position), or already gone.
-            _ => {}
+        // Otherwise taken (the client checks it against its own position), or already gone.
+        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit("sync:position", position) {
+            evict(s, stats.clone());
         }
     }
 }
