@@ -79,10 +79,11 @@ describe("limits and security", () => {
 
   test("handshakes per IP: past the budget an address is refused until it refills", async () => {
     const bridge = await start({ HANDSHAKES_PER_MINUTE_PER_IP: "3" });
-    await open(bridge.url, { auth: { token: token("h1") } });
+    const good = await open(bridge.url, { auth: { token: token("h1") } });
     await assert.rejects(connect(bridge.url, { auth: { token: "bad" } }), /malformed/, "a failed handshake spends budget too");
     await open(bridge.url, { auth: { token: token("h2") } });
     await assert.rejects(connect(bridge.url, { auth: { token: token("h3") } }), (e) => e.message === "too many connection attempts from this address; retry later");
+    await everyEventReaches(good, "h1", 10);
   });
 
   test("a client event flood is rate limited, then disconnected with a reason; others are not slowed", async () => {
