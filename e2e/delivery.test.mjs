@@ -257,6 +257,45 @@ describe("no event lost", () => {
   });
 });
 
+describe("replay history in Redis", () => {
+  test("survives a restart: a client that reconnects to the next process recovers what it missed", async () => {
+    const broker = await startBroker();
+    broker.createTopics(["order.redis", DLQ], 1);
+    const kafka = await producer(broker.brokers);
+    const env = bridgeEnv(broker.brokers, {
+      KAFKA_TOPICS: "order.redis",
+      REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+      REDIS_PREFIX: `e2e-${Date.now()}-${Math.random().toString(16).slice(2)}:`,
+    });
+    const a = await startBridge(env);
+    const lb = await startProxy(portOf(a.url));
+    const c = recordingClient(lb.url, token("rhea"));
+    let b;
+    try {
+      await a.ready();
+      await waitFor(() => c.hellos().length === 1, { what: "connection to A" });
+      await kafka.send("order.redis", orders("H", "rhea", 0, 5));
+      await waitFor(() => orderIds(c, "order:redis").length === 5, { what: "5 events from A" });
+      assert.equal(await a.stop("SIGTERM"), 0);
+      await kafka.send("order.redis", orders("H", "rhea", 5, 20));
+      b = await startBridge(env);
+      lb.retarget(portOf(b.url));
+      await waitFor(() => c.hellos().length === 2, { what: "the reconnection to B" });
+      assert.deepEqual(c.hellos()[1].recovery["user:rhea"]?.recovered, true, JSON.stringify(c.hellos()[1].recovery));
+      await waitFor(() => orderIds(c, "order:redis").length >= 25, { what: "all 25 events" });
+      assert.deepEqual(orderIds(c, "order:redis"), orders("H", "rhea", 0, 25).map((o) => o.orderId), "once each, in order, across the restart");
+      const seqs = c.of("order:redis").map((e) => e.payload.position.seq);
+      assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "one numbering across both processes");
+    } finally {
+      c.socket.close();
+      await lb.close();
+      await kafka.disconnect();
+      if (b) assert.equal(await b.stop(), 0);
+      await broker.stop();
+    }
+  });
+});
+
 describe("broker trouble", () => {
   test("unreachable at start: live, not ready, retrying; then ready and delivering; a cut mid-stream skips nothing", async () => {
     const brokerPort = await freePort();

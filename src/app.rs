@@ -16,6 +16,7 @@ use crate::auth::{Verifier, mint_hs256};
 use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
 use crate::delivery::{Delivery, Gate};
 use crate::health::Health;
+use crate::history::redis::RedisHistory;
 use crate::history::{History, MemoryHistory};
 use crate::http::{self, HttpState};
 use crate::kafka::consumer::{self, GroupConsumer, Sinks};
@@ -34,7 +35,7 @@ pub struct App {
     consumer: GroupConsumer,
     sinks: Sinks,
     io: SocketIo,
-    history: Arc<MemoryHistory>,
+    memory_history: Option<Arc<MemoryHistory>>,
     limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
     brokers: String,
@@ -67,7 +68,20 @@ impl App {
         let health = Arc::new(Health::new(dev_broker.is_some()));
         let stats = Arc::new(Stats::default());
         let verifier = Arc::new(Verifier::new(&config.jwt_key)?);
-        let history = Arc::new(MemoryHistory::new(config.history));
+        // Memory unless Redis is configured; the memory store needs sweeping, Redis expires keys itself.
+        let (history, memory_history): (Arc<dyn History>, Option<Arc<MemoryHistory>>) = match &config.redis_url {
+            Some(url) => {
+                let redis = RedisHistory::connect(url, &config.redis_prefix, config.history)
+                    .await
+                    .context("connecting to Redis (REDIS_URL)")?;
+                tracing::info!(prefix = %config.redis_prefix, "replay history in Redis");
+                (Arc::new(redis), None)
+            }
+            None => {
+                let memory = Arc::new(MemoryHistory::new(config.history));
+                (memory.clone(), Some(memory))
+            }
+        };
         let gate = Arc::new(Gate::default());
 
         let limiter = socket::Limiter::new(config.limits);
@@ -80,7 +94,7 @@ impl App {
             .with_state(limiter.clone())
             .with_state(verifier.clone())
             .with_state(stats.clone())
-            .with_state(history.clone() as Arc<dyn History>)
+            .with_state(history.clone())
             .with_state(gate.clone())
             .build_layer();
         socket::register(&io);
@@ -140,7 +154,7 @@ impl App {
                 stats,
             },
             io,
-            history,
+            memory_history,
             limiter,
             health,
             brokers,
@@ -165,7 +179,7 @@ impl App {
             consumer,
             sinks,
             io,
-            history,
+            memory_history,
             limiter,
             health,
             brokers,
@@ -175,7 +189,9 @@ impl App {
 
         let consumer_stop = CancellationToken::new();
         let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
-        tokio::spawn(sweep_history(history, config.history.max_age, shutdown.clone()));
+        if let Some(memory) = memory_history {
+            tokio::spawn(sweep_history(memory, config.history.max_age, shutdown.clone()));
+        }
         tokio::spawn(metrics_upkeep(shutdown.clone()));
         tokio::spawn(sweep_limits(limiter, shutdown.clone()));
         if let Some(listener) = metrics_listener {

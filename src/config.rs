@@ -187,6 +187,10 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     /// Limits on clients.
     pub limits: ClientLimits,
+    /// Redis, for the shared replay history (and, later, the Socket.IO adapter).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this deployment writes.
+    pub redis_prefix: String,
 }
 
 impl Config {
@@ -365,6 +369,14 @@ impl Config {
                     Some(other) => return Err(invalid("TRUST_FORWARDED_FOR", format!("expected true or false, got {other:?}"))),
                 },
             },
+            redis_url: match get("REDIS_URL") {
+                Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                    // Not echoed: the URL may carry a password.
+                    return Err(invalid("REDIS_URL", "expected redis://… or rediss://…".into()));
+                }
+                url => url,
+            },
+            redis_prefix: get("REDIS_PREFIX").unwrap_or_else(|| "realtime-bridge:".to_owned()),
             api_keys: ApiKeys(api_keys),
             rest_max_body_bytes: parse_range(&get, "REST_MAX_BODY_BYTES", 64 * 1024, 1_024..=16 * 1024 * 1024)?,
             metrics_port,
@@ -444,6 +456,17 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn redis_url_is_optional_and_checked_without_echoing_it() {
+        assert_eq!(load(&[]).unwrap().redis_url, None);
+        let c = load(&[("REDIS_URL", "redis://127.0.0.1:6379")]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.redis_prefix, "realtime-bridge:");
+        let err = load(&[("REDIS_URL", "http://user:hunter2@host")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "REDIS_URL", .. }));
+        assert!(!err.to_string().contains("hunter2"));
+    }
 
     #[test]
     fn api_keys_are_long_and_never_printed() {

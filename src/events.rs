@@ -239,7 +239,7 @@ pub enum Priority {
 }
 
 /// The one payload shape every socket event carries.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
     /// Unique and stable per source record (`topic:partition:offset` for Kafka): clients de-duplicate by it.
@@ -264,7 +264,7 @@ pub struct Envelope {
 
 /// An envelope's place in a room's history: the `seq`-th envelope of `room` in `epoch`.
 /// Clients keep the last one per room and hand it back when they reconnect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Position {
     /// The room the envelope was sent to.
     pub room: String,

@@ -1,0 +1,198 @@
+//! The replay history in Redis, shared by every node: a stream per room, bounded by count
+//! (`MAXLEN`) and age (`MINID` on the stream's time-based ids), next to a sequence counter
+//! and an epoch. Each operation is one Lua script, so appends are atomic and numbered
+//! without gaps even with several nodes appending to the same room.
+//!
+//! Keys (the `{room}` hash tag keeps a room's three keys in one cluster slot):
+//! `<prefix>{<room>}:s` the stream (fields `n` seq, `e` event, `v` envelope JSON),
+//! `<prefix>{<room>}:n` the last seq, `<prefix>{<room>}:e` the epoch. All three expire
+//! together after [`super::MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without
+//! events; a room that comes back gets a new epoch.
+
+use std::sync::Arc;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, Replay};
+use crate::events::{Envelope, Position};
+
+const APPEND: &str = r"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], '*', 'n', seq, 'e', ARGV[1], 'v', ARGV[2])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[4])))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return {epoch, seq}
+";
+
+const HEAD: &str = r"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+for i = 2, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
+";
+
+const SINCE: &str = r"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or epoch ~= ARGV[1] then return {'lost', 'epoch-changed'} end
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local after = tonumber(ARGV[2])
+if after > head then return {'lost', 'unknown-position'} end
+if after == head then return {'ok'} end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[3])))
+local want = head - after
+local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', want)
+if #entries < want then return {'lost', 'history-trimmed'} end
+local out = {'ok'}
+for i = #entries, 1, -1 do
+  local f = entries[i][2]
+  table.insert(out, f[2])
+  table.insert(out, f[4])
+  table.insert(out, f[6])
+end
+return out
+";
+
+/// The history in Redis (used when `REDIS_URL` is set).
+#[derive(Clone)]
+pub struct RedisHistory {
+    conn: ConnectionManager,
+    limits: HistoryLimits,
+    prefix: Arc<str>,
+    append: Arc<Script>,
+    head: Arc<Script>,
+    since: Arc<Script>,
+}
+
+fn unavailable(e: redis::RedisError) -> HistoryError {
+    HistoryError(e.to_string())
+}
+
+impl RedisHistory {
+    /// Connects to `url`; keys are prefixed with `prefix` (one deployment per prefix).
+    pub async fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Self, HistoryError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        Ok(RedisHistory {
+            conn,
+            limits,
+            prefix: prefix.into(),
+            append: Arc::new(Script::new(APPEND)),
+            head: Arc::new(Script::new(HEAD)),
+            since: Arc::new(Script::new(SINCE)),
+        })
+    }
+
+    fn keys(&self, room: &str) -> [String; 3] {
+        let base = format!("{}{{{room}}}", self.prefix);
+        [format!("{base}:s"), format!("{base}:n"), format!("{base}:e")]
+    }
+
+    fn idle_ttl_secs(&self) -> u64 {
+        super::MemoryHistory::IDLE_ROOM_TTL.max(self.limits.max_age).as_secs()
+    }
+}
+
+fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[async_trait::async_trait]
+impl History for RedisHistory {
+    async fn append(&self, room: &str, event: &str, mut envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
+        let json = serde_json::to_string(&envelope).map_err(|e| HistoryError(e.to_string()))?;
+        let [s, n, e] = self.keys(room);
+        let (epoch, seq): (String, u64) = self
+            .append
+            .key(s)
+            .key(n)
+            .key(e)
+            .arg(event)
+            .arg(json)
+            .arg(self.limits.max_events)
+            .arg(self.limits.max_age.as_millis() as u64)
+            .arg(self.idle_ttl_secs())
+            .arg(fresh_epoch())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        envelope.position = Some(Position {
+            room: room.to_owned(),
+            epoch,
+            seq,
+        });
+        Ok(Arc::new(Entry {
+            event: event.to_owned(),
+            envelope,
+        }))
+    }
+
+    async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
+        let [s, n, e] = self.keys(room);
+        let (epoch, seq): (String, u64) = self
+            .head
+            .key(s)
+            .key(n)
+            .key(e)
+            .arg(fresh_epoch())
+            .arg(self.idle_ttl_secs())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Cursor { epoch, seq })
+    }
+
+    async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError> {
+        let [s, n, e] = self.keys(room);
+        let reply: Vec<String> = self
+            .since
+            .key(s)
+            .key(n)
+            .key(e)
+            .arg(&cursor.epoch)
+            .arg(cursor.seq)
+            .arg(self.limits.max_age.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                let mut entries = Vec::with_capacity(reply.len() / 3);
+                for chunk in reply[1..].chunks_exact(3) {
+                    let seq: u64 = chunk[0].parse().map_err(|_| HistoryError("bad seq in history stream".into()))?;
+                    let mut envelope: Envelope = serde_json::from_str(&chunk[2]).map_err(|e| HistoryError(e.to_string()))?;
+                    envelope.position = Some(Position {
+                        room: room.to_owned(),
+                        epoch: cursor.epoch.clone(),
+                        seq,
+                    });
+                    entries.push(Arc::new(Entry {
+                        event: chunk[1].clone(),
+                        envelope,
+                    }));
+                }
+                Ok(Replay::Complete(entries))
+            }
+            Some("lost") => Ok(Replay::Lost(match reply.get(1).map(String::as_str) {
+                Some("history-trimmed") => LostReason::Trimmed,
+                Some("unknown-position") => LostReason::UnknownPosition,
+                _ => LostReason::EpochChanged,
+            })),
+            _ => Err(HistoryError(format!("unexpected history reply: {reply:?}"))),
+        }
+    }
+}
