@@ -3,7 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  bridgeEnv, connect, counters, freePort, producer, readTopic, startBridge, startBroker, startProxy, token, waitFor,
+  bridgeEnv, connect, counters, freePort, producer, readTopic, startBridge, startBroker, startProxy, startRedis, token, waitFor,
 } from "./harness.mjs";
 import { resumable } from "./resumable.mjs";
 
@@ -291,6 +291,44 @@ describe("replay history in Redis", () => {
       await lb.close();
       await kafka.disconnect();
       if (b) assert.equal(await b.stop(), 0);
+      await broker.stop();
+    }
+  });
+});
+
+describe("Redis trouble", () => {
+  test("Redis killed and restarted: not ready meanwhile, then ready; an event produced during the outage is delivered", async () => {
+    const broker = await startBroker();
+    broker.createTopics(["order.rtrouble", DLQ], 1);
+    const kafka = await producer(broker.brokers);
+    let redis = await startRedis();
+    const bridge = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.rtrouble", REDIS_URL: redis.url }));
+    const c = recordingClient(bridge.url, token("rudy"));
+    try {
+      await bridge.ready();
+      assert.equal((await bridge.health()).body.redis.status, "up");
+      await waitFor(() => c.hellos().length === 1, { what: "connection" });
+      await kafka.send("order.rtrouble", orders("X", "rudy", 0, 3));
+      await waitFor(() => orderIds(c, "order:rtrouble").length === 3, { what: "3 events" });
+
+      await redis.kill();
+      await waitFor(async () => (await bridge.health()).status === 503, { what: "readiness to turn false" });
+      assert.equal((await bridge.health()).body.redis.status, "down");
+      assert.ok(bridge.logs.some((l) => l.message === "Redis is unreachable; not ready until it answers again"));
+      await kafka.send("order.rtrouble", orders("X", "rudy", 3, 1));
+
+      redis = await startRedis(redis.port);
+      await bridge.ready(60000);
+      assert.ok(bridge.logs.some((l) => l.message === "Redis is reachable again; ready"));
+      await kafka.send("order.rtrouble", orders("X", "rudy", 4, 1));
+      await waitFor(() => new Set(orderIds(c, "order:rtrouble")).size === 5, { timeoutMs: 60000, what: "the outage's event and the next one" });
+      const unique = orderIds(c, "order:rtrouble").filter((id, i, all) => all.indexOf(id) === i);
+      assert.deepEqual(unique, orders("X", "rudy", 0, 5).map((o) => o.orderId), "nothing skipped, order kept");
+    } finally {
+      c.socket.close();
+      await kafka.disconnect();
+      assert.equal(await bridge.stop(), 0);
+      await redis.kill();
       await broker.stop();
     }
   });

@@ -201,6 +201,26 @@ export function connect(url, { auth, query } = {}) {
   });
 }
 
+/** A throwaway redis-server on `port` (a free one by default), for restart tests. */
+export async function startRedis(port) {
+  port ??= await freePort();
+  const proc = spawn("redis-server", ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited (${proc.exitCode})`);
+    return canConnect(port);
+  }, { what: "redis-server to listen" });
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async kill() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
 /** Counters from the bridge's /health body. */
 export async function counters(bridge) {
   const { body } = await bridge.health("/health");

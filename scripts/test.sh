@@ -22,10 +22,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "installing Node.js"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
+# The Redis restart test starts throwaway redis-server processes of its own.
+command -v redis-server >/dev/null || { step "installing Redis"; apt-get update -qq && apt-get install -y -qq redis-server; }
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG); then
   # The project machines run Redis on 127.0.0.1:6379; start one where none answers.
   step "starting Redis on 127.0.0.1:6379"
-  command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
   redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 fi

@@ -36,6 +36,7 @@ pub struct App {
     sinks: Sinks,
     io: SocketIo,
     memory_history: Option<Arc<MemoryHistory>>,
+    redis: Option<RedisHistory>,
     limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
     brokers: String,
@@ -69,17 +70,19 @@ impl App {
         let stats = Arc::new(Stats::default());
         let verifier = Arc::new(Verifier::new(&config.jwt_key)?);
         // Memory unless Redis is configured; the memory store needs sweeping, Redis expires keys itself.
-        let (history, memory_history): (Arc<dyn History>, Option<Arc<MemoryHistory>>) = match &config.redis_url {
+        let (history, memory_history, redis): (Arc<dyn History>, Option<Arc<MemoryHistory>>, Option<RedisHistory>) = match &config.redis_url
+        {
             Some(url) => {
                 let redis = RedisHistory::connect(url, &config.redis_prefix, config.history)
                     .await
                     .context("connecting to Redis (REDIS_URL)")?;
                 tracing::info!(prefix = %config.redis_prefix, "replay history in Redis");
-                (Arc::new(redis), None)
+                health.set_redis(true);
+                (Arc::new(redis.clone()), None, Some(redis))
             }
             None => {
                 let memory = Arc::new(MemoryHistory::new(config.history));
-                (memory.clone(), Some(memory))
+                (memory.clone(), Some(memory), None)
             }
         };
         let gate = Arc::new(Gate::default());
@@ -155,6 +158,7 @@ impl App {
             },
             io,
             memory_history,
+            redis,
             limiter,
             health,
             brokers,
@@ -180,6 +184,7 @@ impl App {
             sinks,
             io,
             memory_history,
+            redis,
             limiter,
             health,
             brokers,
@@ -189,6 +194,9 @@ impl App {
 
         let consumer_stop = CancellationToken::new();
         let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
+        if let Some(redis) = redis {
+            tokio::spawn(watch_redis(redis, health.clone(), shutdown.clone()));
+        }
         if let Some(memory) = memory_history {
             tokio::spawn(sweep_history(memory, config.history.max_age, shutdown.clone()));
         }
@@ -269,6 +277,27 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
             _ = tick.tick() => {
                 let rooms = history.sweep(std::time::Instant::now());
                 tracing::trace!(rooms, "history swept");
+            }
+        }
+    }
+}
+
+/// Pings Redis every second; readiness follows its answer, and each change is logged.
+/// The connection manager reconnects by itself once Redis is back.
+async fn watch_redis(redis: RedisHistory, health: Arc<Health>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let up = redis.ping(Duration::from_secs(1)).await;
+                if health.set_redis(up) {
+                    if up {
+                        tracing::info!("Redis is reachable again; ready");
+                    } else {
+                        tracing::warn!("Redis is unreachable; not ready until it answers again");
+                    }
+                }
             }
         }
     }

@@ -1,10 +1,11 @@
 //! What each component reports about itself, for the probes and stats.
 //!
 //! Readiness is honest: the process is ready only when the Kafka consumer has joined
-//! its group (and so will receive records) and shutdown has not begun.
+//! its group (and so will receive records), Redis answers when it is configured, and
+//! shutdown has not begun.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -20,7 +21,12 @@ pub struct Health {
     assignment: Mutex<Vec<(String, i32)>>,
     draining: AtomicBool,
     embedded_broker: bool,
+    redis: AtomicU8,
 }
+
+const REDIS_DISABLED: u8 = 0;
+const REDIS_UP: u8 = 1;
+const REDIS_DOWN: u8 = 2;
 
 /// The JSON body of the health endpoints.
 #[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
@@ -37,6 +43,16 @@ pub struct HealthReport {
     pub kafka: KafkaReport,
     /// The Socket.IO server.
     pub socketio: SocketReport,
+    /// Redis, when configured (`disabled` otherwise).
+    pub redis: RedisReport,
+}
+
+/// Redis's state as this node sees it.
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
+pub struct RedisReport {
+    /// `up`, `down` (the node is not ready) or `disabled` (no `REDIS_URL`).
+    #[schema(example = "up")]
+    pub status: &'static str,
 }
 
 /// The Kafka consumer's state.
@@ -86,7 +102,14 @@ impl Health {
             assignment: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             embedded_broker,
+            redis: AtomicU8::new(REDIS_DISABLED),
         }
+    }
+
+    /// Records whether Redis answers; returns whether that changed.
+    pub fn set_redis(&self, up: bool) -> bool {
+        let new = if up { REDIS_UP } else { REDIS_DOWN };
+        self.redis.swap(new, Ordering::AcqRel) != new
     }
 
     /// The consumer received an assignment (possibly empty) from the group.
@@ -112,7 +135,9 @@ impl Health {
 
     /// Whether the node should receive traffic.
     pub fn is_ready(&self) -> bool {
-        self.kafka_joined.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.kafka_joined.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && self.redis.load(Ordering::Acquire) != REDIS_DOWN
     }
 
     /// Seconds since start.
@@ -144,6 +169,13 @@ impl Health {
                 emit_failures: t.emit_failures,
                 auth_failures: t.auth_failures,
             },
+            redis: RedisReport {
+                status: match self.redis.load(Ordering::Acquire) {
+                    REDIS_UP => "up",
+                    REDIS_DOWN => "down",
+                    _ => "disabled",
+                },
+            },
         }
     }
 }
@@ -164,6 +196,12 @@ mod tests {
         h.kafka_revoked();
         assert!(h.is_ready(), "a rebalance does not make the node unready");
         assert!(h.assignment().is_empty());
+        assert_eq!(h.report(&Stats::default()).redis.status, "disabled");
+        assert!(h.set_redis(false), "a change");
+        assert!(!h.is_ready(), "Redis down: not ready");
+        assert!(h.set_redis(true));
+        assert!(!h.set_redis(true), "no change");
+        assert!(h.is_ready());
         h.start_draining();
         assert!(!h.is_ready());
         assert_eq!(h.report(&Stats::default()).status, "unavailable");

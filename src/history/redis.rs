@@ -97,6 +97,14 @@ impl RedisHistory {
         })
     }
 
+    /// Whether Redis answers a PING within `timeout`.
+    pub async fn ping(&self, timeout: std::time::Duration) -> bool {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+    }
+
     fn keys(&self, room: &str) -> [String; 3] {
         let base = format!("{}{{{room}}}", self.prefix);
         [format!("{base}:s"), format!("{base}:n"), format!("{base}:e")]
