@@ -297,15 +297,22 @@ describe("replay history in Redis", () => {
 });
 
 describe("Redis trouble", () => {
-  test("Redis killed and restarted: not ready meanwhile, then ready; an event produced during the outage is delivered", async () => {
+  test("Redis absent at start, then killed and restarted: not ready meanwhile, then ready; an event produced during the outage is delivered", async () => {
     const broker = await startBroker();
     broker.createTopics(["order.rtrouble", DLQ], 1);
     const kafka = await producer(broker.brokers);
-    let redis = await startRedis();
-    const bridge = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.rtrouble", REDIS_URL: redis.url }));
-    const c = recordingClient(bridge.url, token("rudy"));
+    // Redis is not there yet when the bridge starts: it serves, is not ready, and waits.
+    const redisPort = await freePort();
+    const bridge = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.rtrouble", REDIS_URL: `redis://127.0.0.1:${redisPort}` }));
+    let redis;
+    let c;
     try {
-      await bridge.ready();
+      assert.equal((await bridge.health("/health/live")).status, 200);
+      await waitFor(async () => (await bridge.health("/health")).body.redis.status === "down", { what: "Redis reported down" });
+      assert.equal((await bridge.health()).status, 503);
+      redis = await startRedis(redisPort);
+      await bridge.ready(60000);
+      c = recordingClient(bridge.url, token("rudy"));
       assert.equal((await bridge.health()).body.redis.status, "up");
       await waitFor(() => c.hellos().length === 1, { what: "connection" });
       await kafka.send("order.rtrouble", orders("X", "rudy", 0, 3));
@@ -325,10 +332,10 @@ describe("Redis trouble", () => {
       const unique = orderIds(c, "order:rtrouble").filter((id, i, all) => all.indexOf(id) === i);
       assert.deepEqual(unique, orders("X", "rudy", 0, 5).map((o) => o.orderId), "nothing skipped, order kept");
     } finally {
-      c.socket.close();
+      c?.socket.close();
       await kafka.disconnect();
       assert.equal(await bridge.stop(), 0);
-      await redis.kill();
+      await redis?.kill();
       await broker.stop();
     }
   });

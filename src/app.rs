@@ -73,11 +73,10 @@ impl App {
         let (history, memory_history, redis): (Arc<dyn History>, Option<Arc<MemoryHistory>>, Option<RedisHistory>) = match &config.redis_url
         {
             Some(url) => {
-                let redis = RedisHistory::connect(url, &config.redis_prefix, config.history)
-                    .await
-                    .context("connecting to Redis (REDIS_URL)")?;
+                let redis = RedisHistory::connect(url, &config.redis_prefix, config.history).context("REDIS_URL")?;
                 tracing::info!(prefix = %config.redis_prefix, "replay history in Redis");
-                health.set_redis(true);
+                // Not ready until the first PING answers.
+                health.set_redis(false);
                 (Arc::new(redis.clone()), None, Some(redis))
             }
             None => {

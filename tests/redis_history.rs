@@ -10,9 +10,7 @@ use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, Repla
 async fn history(max_events: usize, max_age: Duration) -> RedisHistory {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
-    RedisHistory::connect(&url, &prefix, HistoryLimits { max_events, max_age })
-        .await
-        .expect("Redis is reachable")
+    RedisHistory::connect(&url, &prefix, HistoryLimits { max_events, max_age }).expect("a valid Redis URL")
 }
 
 fn envelope(id: &str) -> Envelope {
@@ -103,8 +101,8 @@ async fn two_nodes_share_one_numbering() {
         max_age: Duration::from_secs(600),
     };
     let (a, b) = (
-        RedisHistory::connect(&url, &prefix, limits).await.unwrap(),
-        RedisHistory::connect(&url, &prefix, limits).await.unwrap(),
+        RedisHistory::connect(&url, &prefix, limits).unwrap(),
+        RedisHistory::connect(&url, &prefix, limits).unwrap(),
     );
     let start = a.head("shared").await.unwrap();
     let appends = (0..50).map(|i| {

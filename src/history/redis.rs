@@ -10,9 +10,10 @@
 //! events; a room that comes back gets a new epoch.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, Replay};
 use crate::events::{Envelope, Position};
@@ -83,10 +84,16 @@ fn unavailable(e: redis::RedisError) -> HistoryError {
 }
 
 impl RedisHistory {
-    /// Connects to `url`; keys are prefixed with `prefix` (one deployment per prefix).
-    pub async fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Self, HistoryError> {
+    /// A store on `url`, keys prefixed with `prefix` (one deployment per prefix). Connects
+    /// lazily and reconnects by itself: Redis being down at start or later makes operations
+    /// fail (within 2 s) until it is back, never the process.
+    pub fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Self, HistoryError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(RedisHistory {
             conn,
             limits,
@@ -98,7 +105,7 @@ impl RedisHistory {
     }
 
     /// Whether Redis answers a PING within `timeout`.
-    pub async fn ping(&self, timeout: std::time::Duration) -> bool {
+    pub async fn ping(&self, timeout: Duration) -> bool {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
