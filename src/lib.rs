@@ -1,7 +1,10 @@
 //! realtime-bridge: consumes business events from Kafka and pushes them to Socket.IO rooms.
 //!
 //! Data flows one way: [`kafka`] → [`events`] (parse) → [`routing`] (rooms) →
-//! [`delivery`] (emit) → [`socket`] clients. [`app`] wires it all from [`config`].
+//! [`delivery`] (history + emit) → [`socket`] clients. [`app`] wires it all from [`config`].
+
+// Every public item says what it is for; clippy -D warnings in CI enforces it.
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod auth;
