@@ -199,8 +199,17 @@ impl App {
         if let Some(memory) = memory_history {
             tokio::spawn(sweep_history(memory, config.history.max_age, shutdown.clone()));
         }
-        tokio::spawn(metrics_upkeep(shutdown.clone()));
-        tokio::spawn(sweep_limits(limiter, shutdown.clone()));
+        // Keeps the Prometheus histograms bounded (we serve /metrics ourselves, so the
+        // exporter's own upkeep does not run).
+        tokio::spawn(every(Duration::from_secs(5), shutdown.clone(), || {
+            crate::metrics::upkeep();
+            std::future::ready(())
+        }));
+        // Forgets handshake budgets that have refilled.
+        tokio::spawn(every(Duration::from_secs(60), shutdown.clone(), move || {
+            limiter.sweep();
+            std::future::ready(())
+        }));
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let stop = shutdown.clone();
@@ -266,63 +275,46 @@ impl App {
     }
 }
 
-/// Expires old history entries and forgets idle rooms, several times per age bound.
-async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: CancellationToken) {
-    let period = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+/// Runs `work` every `period` until `stop` fires: the housekeeping tasks below.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                let rooms = history.sweep(std::time::Instant::now());
-                tracing::trace!(rooms, "history swept");
-            }
+            _ = tick.tick() => work().await,
         }
     }
+}
+
+/// Expires old history entries and forgets idle rooms, several times per age bound.
+async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: CancellationToken) {
+    let period = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    every(period, stop, || {
+        let rooms = history.sweep(std::time::Instant::now());
+        tracing::trace!(rooms, "history swept");
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Pings Redis every second; readiness follows its answer, and each change is logged.
 /// The connection manager reconnects by itself once Redis is back.
 async fn watch_redis(redis: RedisHistory, health: Arc<Health>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                let up = redis.ping(Duration::from_secs(1)).await;
-                if health.set_redis(up) {
-                    if up {
-                        tracing::info!("Redis is reachable again; ready");
-                    } else {
-                        tracing::warn!("Redis is unreachable; not ready until it answers again");
-                    }
-                }
+    every(Duration::from_secs(1), stop, || async {
+        let up = redis.ping(Duration::from_secs(1)).await;
+        if health.set_redis(up) {
+            if up {
+                tracing::info!("Redis is reachable again; ready");
+            } else {
+                tracing::warn!("Redis is unreachable; not ready until it answers again");
             }
         }
-    }
-}
-
-/// Forgets handshake budgets that have refilled, once a minute.
-async fn sweep_limits(limiter: Arc<socket::Limiter>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => limiter.sweep(),
-        }
-    }
-}
-
-/// Keeps the Prometheus histograms' memory bounded (we serve /metrics ourselves, so the
-/// exporter's own upkeep does not run).
-async fn metrics_upkeep(stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => crate::metrics::upkeep(),
-        }
-    }
+    })
+    .await;
 }
 
 /// Runs the service until SIGTERM or SIGINT.

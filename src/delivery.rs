@@ -143,7 +143,7 @@ impl Delivery {
                     if let Some(position) = &entry.envelope.position
                         && sockets.iter().any(|e| matches!(e, SocketError::InternalChannelFull))
                     {
-                        slow::after_missed_emit(&self.io, position, &self.stats);
+                        slow::after_missed_emit(&self.io, position, sockets.len(), &self.stats);
                     }
                     sockets.len()
                 }

@@ -215,19 +215,40 @@ pub struct Delivered {
     pub position: Option<Position>,
 }
 
+/// The refusals every broadcast endpoint documents (see [`super::error`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its OpenAPI description is used; handlers return ApiError
+enum BroadcastErrors {
+    /// Malformed JSON
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No valid credential
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Token without the admin role
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Body over REST_MAX_BODY_BYTES
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not application/json
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// A field is missing or invalid (named in `field`)
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// The replay history is unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Send a `notification` to one user's devices.
 #[utoipa::path(
     post, path = "/realtime/test/notification", tag = "broadcast",
     request_body = NotificationRequest,
     responses(
         (status = 200, description = "Sent to `user:<userId>`", body = BroadcastResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid credential", body = ErrorBody),
-        (status = 403, description = "Token without the admin role", body = ErrorBody),
-        (status = 413, description = "Body over REST_MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid (named in `field`)", body = ErrorBody),
-        (status = 503, description = "The replay history is unavailable", body = ErrorBody),
+        BroadcastErrors,
     ),
     security(("bearer" = []), ("apiKey" = [])),
 )]
@@ -247,13 +268,7 @@ pub async fn notification(
     request_body = OrderBroadcast,
     responses(
         (status = 200, description = "Sent to `user:<userId>` and `admin:dashboard`", body = BroadcastResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid credential", body = ErrorBody),
-        (status = 403, description = "Token without the admin role", body = ErrorBody),
-        (status = 413, description = "Body over REST_MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid (named in `field`)", body = ErrorBody),
-        (status = 503, description = "The replay history is unavailable", body = ErrorBody),
+        BroadcastErrors,
     ),
     security(("bearer" = []), ("apiKey" = [])),
 )]
@@ -287,13 +302,7 @@ pub async fn order(
     request_body = InventoryBroadcast,
     responses(
         (status = 200, description = "Sent to `inventory:updates` (and `admin:dashboard` for alerts)", body = BroadcastResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid credential", body = ErrorBody),
-        (status = 403, description = "Token without the admin role", body = ErrorBody),
-        (status = 413, description = "Body over REST_MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid (named in `field`)", body = ErrorBody),
-        (status = 503, description = "The replay history is unavailable", body = ErrorBody),
+        BroadcastErrors,
     ),
     security(("bearer" = []), ("apiKey" = [])),
 )]
@@ -321,13 +330,7 @@ pub async fn inventory(
     request_body = AdminBroadcast,
     responses(
         (status = 200, description = "Sent to `admin:dashboard`", body = BroadcastResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No valid credential", body = ErrorBody),
-        (status = 403, description = "Token without the admin role", body = ErrorBody),
-        (status = 413, description = "Body over REST_MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid (named in `field`)", body = ErrorBody),
-        (status = 503, description = "The replay history is unavailable", body = ErrorBody),
+        BroadcastErrors,
     ),
     security(("bearer" = []), ("apiKey" = [])),
 )]

@@ -80,7 +80,7 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
         let mut failed = None;
         // Again while new envelopes keep arriving, so little is left for the gated step.
         for _ in 0..CATCH_UP_ROUNDS {
-            match replay_gap(s, history, room, &cursor, Wait::Until(deadline)).await {
+            match replay_gap(s, history, room, &cursor, deadline).await {
                 Ok((_, 0)) => break,
                 Ok((next, sent)) => (cursor, total) = (next, total + sent),
                 Err(failure) => {
@@ -102,7 +102,7 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
 
     let guard = gate.joining().await;
     // Under the gate nothing new is emitted: send what arrived meanwhile, then join.
-    let gated = Wait::Until(Instant::now() + GATED_WAIT);
+    let gated = Instant::now() + GATED_WAIT;
     for (room, cursor, sent) in caught_up {
         let status = match replay_gap(s, history, room, &cursor, gated).await {
             Ok((_, more)) => RoomRecovery {
@@ -145,20 +145,14 @@ pub async fn join_at_head(s: &SocketRef, history: &dyn History, gate: &Gate, roo
     history.head(room).await.ok()
 }
 
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Wait for buffer space until this instant.
-    Until(Instant),
-}
-
 /// Sends one message to `s`, waiting briefly for buffer space (for use under the gate).
 pub async fn emit_briefly<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
-    emit(s, event, data, Wait::Until(Instant::now() + GATED_WAIT)).await.is_ok()
+    emit(s, event, data, Instant::now() + GATED_WAIT).await.is_ok()
 }
 
 /// Sends one message to `s`, waiting as long as a replay would for buffer space.
 pub async fn emit_patiently<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
-    emit(s, event, data, Wait::Until(Instant::now() + REPLAY_DEADLINE)).await.is_ok()
+    emit(s, event, data, Instant::now() + REPLAY_DEADLINE).await.is_ok()
 }
 
 /// Sends the envelopes of `room` after `cursor`; returns the new cursor and how many were
@@ -168,7 +162,7 @@ async fn replay_gap(
     history: &dyn History,
     room: &str,
     cursor: &Cursor,
-    wait: Wait,
+    deadline: Instant,
 ) -> Result<(Cursor, usize), RoomRecovery> {
     let entries = match history.since(room, cursor).await {
         Ok(Replay::Complete(entries)) => entries,
@@ -186,7 +180,7 @@ async fn replay_gap(
     };
     let mut last = cursor.clone();
     for (sent, entry) in entries.iter().enumerate() {
-        if let Err(reason) = emit(s, &entry.event, &entry.envelope, wait).await {
+        if let Err(reason) = emit(s, &entry.event, &entry.envelope, deadline).await {
             return Err(RoomRecovery {
                 replayed: sent,
                 ..RoomRecovery::lost(reason)
@@ -199,16 +193,18 @@ async fn replay_gap(
     Ok((last, entries.len()))
 }
 
-async fn emit<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T, wait: Wait) -> Result<(), &'static str> {
+/// Sends one message, waiting for buffer space until `deadline`; the error is the reason
+/// to report (`slow-consumer`, `disconnected`, `internal-error`).
+pub(super) async fn emit<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T, deadline: Instant) -> Result<(), &'static str> {
     loop {
         match s.emit(event, data) {
             Ok(()) => return Ok(()),
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => match wait {
-                // socketioxide has no way to await buffer space; the writer drains it
-                // continuously, so a short pause is enough for a reading client.
-                Wait::Until(deadline) if Instant::now() < deadline => tokio::time::sleep(FULL_BUFFER_BACKOFF).await,
-                _ => return Err("slow-consumer"),
-            },
+            // socketioxide has no way to await buffer space; the writer drains it
+            // continuously, so a short pause is enough for a reading client.
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if Instant::now() < deadline => {
+                tokio::time::sleep(FULL_BUFFER_BACKOFF).await
+            }
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => return Err("slow-consumer"),
             Err(SendError::Socket(SocketError::Closed)) => return Err("disconnected"),
             Err(SendError::Serialize(error)) => {
                 tracing::error!(sid = %s.id, event, %error, "could not serialize a message");

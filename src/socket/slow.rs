@@ -36,14 +36,27 @@ struct Closing {
     reconnect: bool,
 }
 
-/// After an emit to `position.room` that some local sockets missed: finds them and evicts them.
-pub fn after_missed_emit(io: &SocketIo, position: &Position, stats: &Arc<Stats>) {
-    for s in io.to(position.room.clone()).sockets() {
+/// After an emit to `position.room` that `missed` local sockets missed: finds them and
+/// evicts them.
+pub fn after_missed_emit(io: &SocketIo, position: &Position, missed: usize, stats: &Arc<Stats>) {
+    let sockets = io.to(position.room.clone()).sockets();
+    // A socket already being evicted keeps missing emits until it drains; when it explains
+    // every miss, probing the whole room again (an extra message to each healthy socket,
+    // on every event) would find nothing new.
+    let evicting = sockets.iter().filter(|s| is_evicting(s)).count();
+    if missed <= evicting {
+        return;
+    }
+    for s in sockets {
         // Otherwise taken (the client checks it against its own position), or already gone.
         if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit("sync:position", position) {
             evict(s, stats.clone());
         }
     }
+}
+
+fn is_evicting(s: &SocketRef) -> bool {
+    s.extensions.get::<Evicting>().is_some_and(|f| f.0.load(Ordering::Acquire))
 }
 
 fn evict(s: SocketRef, stats: Arc<Stats>) {
@@ -61,22 +74,17 @@ fn evict(s: SocketRef, stats: Arc<Stats>) {
             reason: "slow-consumer",
             reconnect: true,
         };
-        let mut told = false;
-        while tokio::time::Instant::now() < deadline && s.connected() {
-            if !told {
-                match s.emit("session:closing", &notice) {
-                    Ok(()) => told = true,
-                    Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
-                    Err(_) => return,
-                }
+        // The notice waits for buffer space like a replay does; then the disconnect.
+        match super::replay::emit(&s, "session:closing", &notice, deadline).await {
+            Ok(()) => {}
+            Err("slow-consumer") => return tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout"),
+            Err(_) => return,
+        }
+        while tokio::time::Instant::now() < deadline {
+            match s.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => tokio::time::sleep(EVICT_BACKOFF).await,
+                _ => return,
             }
-            if told {
-                match s.clone().disconnect() {
-                    Err(SocketError::InternalChannelFull) => {}
-                    _ => return,
-                }
-            }
-            tokio::time::sleep(EVICT_BACKOFF).await;
         }
         tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout");
     });
