@@ -6,11 +6,18 @@ export function resumable(url, token, options = {}) {
   const positions = {}; // room -> { epoch, seq }
   const socket = io(url, { ...options, auth: (cb) => cb({ token, positions }) });
   const keep = (room, p) => { positions[room] = { epoch: p.epoch, seq: p.seq }; };
-  const behind = (p, by) => positions[p.room]?.epoch === p.epoch && p.seq > positions[p.room].seq + by;
-  // Missed a live event (this socket was too slow): reconnect, and the handshake replays it.
-  const resync = () => { socket.disconnect(); socket.connect(); };
-  socket.onAny((_event, msg) => { const p = msg?.position; if (p) behind(p, 1) ? resync() : keep(p.room, p); });
-  socket.on("sync:position", (p) => { if (behind(p, 0)) resync(); });
+  // How far `p` is past what this client has seen of its room (in a new epoch: from its start).
+  const ahead = (p) => { const k = positions[p.room]; return !k ? 0 : k.epoch === p.epoch ? p.seq - k.seq : p.seq; };
+  // Missed a live event (too slow, or lost while Redis came back): reconnect, the handshake replays it.
+  const resync = (p) => {
+    if (positions[p.room].epoch !== p.epoch) keep(p.room, { epoch: p.epoch, seq: 0 });
+    socket.disconnect(); socket.connect();
+  };
+  socket.onAny((_event, msg) => {
+    const p = msg?.position;
+    if (p) ahead(p) > 1 ? resync(p) : (ahead(p) === 1 || !positions[p.room]) && keep(p.room, p);
+  });
+  socket.on("sync:position", (p) => { if (ahead(p) > 0) resync(p); });
   socket.on("session:closing", (m) => { if (m.reconnect) socket.once("disconnect", () => socket.connect()); });
   socket.on("connection:success", (hello) => Object.entries(hello.positions).forEach(([r, p]) => keep(r, p)));
   // subscribe:* / unsubscribe:* through this, so joined rooms are resumed and left ones not.

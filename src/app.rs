@@ -8,11 +8,13 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderValue, Method};
 use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Verifier, mint_hs256};
+use crate::cluster::{ClusterAdapter, PubSub};
 use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
 use crate::delivery::{Delivery, Gate};
 use crate::health::Health;
@@ -23,6 +25,7 @@ use crate::kafka::consumer::{self, GroupConsumer, Sinks};
 use crate::kafka::dead_letter::DeadLetters;
 use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
 use crate::routing::RoutingRules;
+use crate::socket::hub::{Hub, SocketHub};
 use crate::stats::Stats;
 use crate::{demo, socket};
 
@@ -34,9 +37,9 @@ pub struct App {
     router: Router,
     consumer: GroupConsumer,
     sinks: Sinks,
-    io: SocketIo,
+    hub: Arc<dyn Hub>,
     memory_history: Option<Arc<MemoryHistory>>,
-    redis: Option<RedisHistory>,
+    redis: Option<RedisLinks>,
     limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
     brokers: String,
@@ -87,7 +90,7 @@ impl App {
         let gate = Arc::new(Gate::default());
 
         let limiter = socket::Limiter::new(config.limits);
-        let (sio_layer, io) = SocketIo::builder()
+        let builder = SocketIo::builder()
             // The same packet limit for both transports (the WebSocket default is 64 MiB).
             .max_payload(config.limits.max_payload_bytes)
             .ws_max_message_size(config.limits.max_payload_bytes as usize)
@@ -97,15 +100,36 @@ impl App {
             .with_state(verifier.clone())
             .with_state(stats.clone())
             .with_state(history.clone())
-            .with_state(gate.clone())
-            .build_layer();
-        socket::register(&io);
+            .with_state(gate.clone());
+        // With Redis, room broadcasts and cluster queries go through the Redis adapter; the
+        // namespace exists once its channels are subscribed (see `RedisLinks::run`).
+        let (attach_sockets, hub, redis): (AttachSockets, Arc<dyn Hub>, _) = match redis.zip(config.redis_url.as_deref()) {
+            Some((history, url)) => {
+                let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;
+                let (layer, io) = builder
+                    .with_adapter::<ClusterAdapter>(pubsub.clone().adapter(&config.redis_prefix))
+                    .build_layer();
+                let hub: Arc<dyn Hub> = SocketHub::new(io.clone(), stats.clone());
+                let links = RedisLinks {
+                    history,
+                    pubsub,
+                    io,
+                    hub: hub.clone(),
+                };
+                (attach(layer), hub, Some(links))
+            }
+            None => {
+                let (layer, io) = builder.build_layer();
+                socket::register(&io);
+                (attach(layer), SocketHub::new(io, stats.clone()), None)
+            }
+        };
 
         let rules = RoutingRules {
             low_stock_threshold: config.low_stock_threshold,
         };
         let delivery = Delivery::new(
-            io.clone(),
+            hub.clone(),
             rules,
             stats.clone(),
             history.clone(),
@@ -118,13 +142,12 @@ impl App {
             verifier,
             api_keys: Arc::new(config.api_keys.clone()),
             delivery: delivery.clone(),
-            io: io.clone(),
+            hub: hub.clone(),
             rules,
             group_id: config.kafka.group_id.as_str().into(),
         };
         crate::metrics::handle();
-        let router = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none())
-            .layer(sio_layer)
+        let router = attach_sockets(http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none()))
             .layer(cors_layer(&config.cors_origins)?);
 
         let listener = TcpListener::bind(config.bind)
@@ -155,7 +178,7 @@ impl App {
                 dead_letters,
                 stats,
             },
-            io,
+            hub,
             memory_history,
             redis,
             limiter,
@@ -181,7 +204,7 @@ impl App {
             router,
             consumer,
             sinks,
-            io,
+            hub,
             memory_history,
             redis,
             limiter,
@@ -194,7 +217,7 @@ impl App {
         let consumer_stop = CancellationToken::new();
         let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
         if let Some(redis) = redis {
-            tokio::spawn(watch_redis(redis, health.clone(), shutdown.clone()));
+            tokio::spawn(redis.run(health.clone(), shutdown.clone()));
         }
         if let Some(memory) = memory_history {
             tokio::spawn(sweep_history(memory, config.history.max_age, shutdown.clone()));
@@ -255,9 +278,9 @@ impl App {
         // Closing the transports (not a Socket.IO disconnect, which tells socket.io-client
         // to stay away) makes clients see "transport close" and reconnect — behind a load
         // balancer, to a live node, where they resume from their positions.
-        let sockets = io.sockets().len();
+        let sockets = hub.local().sockets;
         tracing::info!(sockets, "shutdown: closing socket transports so clients reconnect elsewhere");
-        if tokio::time::timeout_at(deadline, io.close()).await.is_err() {
+        if tokio::time::timeout_at(deadline, hub.close()).await.is_err() {
             tracing::warn!("shutdown: sockets did not close within the grace period");
         }
 
@@ -301,20 +324,62 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
     .await;
 }
 
-/// Pings Redis every second; readiness follows its answer, and each change is logged.
-/// The connection manager reconnects by itself once Redis is back.
-async fn watch_redis(redis: RedisHistory, health: Arc<Health>, stop: CancellationToken) {
-    every(Duration::from_secs(1), stop, || async {
-        let up = redis.ping(Duration::from_secs(1)).await;
-        if health.set_redis(up) {
-            if up {
-                tracing::info!("Redis is reachable again; ready");
-            } else {
-                tracing::warn!("Redis is unreachable; not ready until it answers again");
+/// Puts the Socket.IO layer (whatever its adapter) on the router.
+type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
+
+fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>) -> AttachSockets {
+    Box::new(move |router: Router| router.layer(layer))
+}
+
+/// What this node has in Redis: the history and the adapter's pub/sub connection.
+struct RedisLinks {
+    history: RedisHistory,
+    pubsub: PubSub,
+    io: SocketIo<ClusterAdapter>,
+    hub: Arc<dyn Hub>,
+}
+
+impl RedisLinks {
+    /// Subscribes the namespace's adapter channels (retrying until Redis answers), then
+    /// pings both connections every second; readiness follows, and each change is logged.
+    /// The connection managers reconnect (and re-subscribe) by themselves once Redis is back;
+    /// then clients are told their rooms' heads, to resync what they missed meanwhile.
+    async fn run(self, health: Arc<Health>, stop: CancellationToken) {
+        let subscribed = async {
+            loop {
+                match socket::register(&self.io).await {
+                    Ok(()) => return tracing::info!("Socket.IO adapter subscribed to Redis"),
+                    Err(error) => tracing::warn!(%error, "Socket.IO adapter cannot subscribe to Redis yet; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = subscribed => {}
         }
-    })
-    .await;
+        every(Duration::from_secs(1), stop, || async {
+            let timeout = Duration::from_secs(1);
+            let (history, pubsub) = tokio::join!(self.history.ping(timeout), self.pubsub.ping(timeout));
+            let up = history && pubsub;
+            // Back after a drop (however short): broadcasts published meanwhile never came.
+            if up && self.pubsub.take_dropped() {
+                let rooms = self.hub.announce_heads(&self.history).await;
+                tracing::info!(
+                    rooms,
+                    "Redis pub/sub reconnected and re-subscribed; room heads announced so clients resync"
+                );
+            }
+            if health.set_redis(up) {
+                if up {
+                    tracing::info!("Redis is reachable again; ready");
+                } else {
+                    tracing::warn!(history, pubsub, "Redis is unreachable; not ready until it answers again");
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Runs the service until SIGTERM or SIGINT.

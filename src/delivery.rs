@@ -9,14 +9,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use socketioxide::{BroadcastError, SocketError, SocketIo};
+use socketioxide::BroadcastError;
+
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::events::{Event, ParseError, Source};
 use crate::history::{Entry, History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
-use crate::socket::slow;
+use crate::socket::hub::Hub;
 use crate::stats::Stats;
+
+/// How long an emit the adapter could not publish (Redis away) is retried before the
+/// envelope is left to the history: clients then see the gap at their next envelope or
+/// `sync:position` and replay it.
+const CLUSTER_RETRY_FOR: Duration = Duration::from_secs(30);
+const CLUSTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const CLUSTER_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// A Kafka record as the pipeline needs it.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +74,7 @@ impl Gate {
 /// Parses, routes, stores and emits.
 #[derive(Clone)]
 pub struct Delivery {
-    io: SocketIo,
+    hub: Arc<dyn Hub>,
     rules: RoutingRules,
     stats: Arc<Stats>,
     history: Arc<dyn History>,
@@ -77,7 +85,7 @@ pub struct Delivery {
 impl Delivery {
     /// A pipeline emitting through `io` and recording into `history`.
     pub fn new(
-        io: SocketIo,
+        hub: Arc<dyn Hub>,
         rules: RoutingRules,
         stats: Arc<Stats>,
         history: Arc<dyn History>,
@@ -85,7 +93,7 @@ impl Delivery {
         max_record_bytes: usize,
     ) -> Self {
         Delivery {
-            io,
+            hub,
             rules,
             stats,
             history,
@@ -129,33 +137,40 @@ impl Delivery {
     /// Stores each route in its room's history, then emits it, in order. A socket whose
     /// buffer is full misses the live emit (socketioxide refuses rather than waits); the
     /// others still receive it, the missed one is in the history, and the slow socket is
-    /// sent away to reconnect and replay it ([`slow`]).
+    /// sent away to reconnect and replay it ([`crate::socket::slow`]).
     /// Returns what was stored, positions included.
     pub async fn deliver(&self, routes: Vec<Route>) -> Result<Vec<Arc<Entry>>, HistoryError> {
         let _emitting = self.gate.emitting().await;
         let mut stored = Vec::with_capacity(routes.len());
         for r in routes {
             let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
-            let missed = match self.io.to(r.room.clone()).emit(&entry.event, &entry.envelope).await {
-                Ok(()) => 0,
-                Err(BroadcastError::Socket(sockets)) => {
-                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, missed = sockets.len(), "some sockets could not take an emit");
-                    if let Some(position) = &entry.envelope.position
-                        && sockets.iter().any(|e| matches!(e, SocketError::InternalChannelFull))
-                    {
-                        slow::after_missed_emit(&self.io, position, sockets.len(), &self.stats);
-                    }
-                    sockets.len()
-                }
-                Err(error) => {
-                    tracing::warn!(room = %r.room, event = %r.event, id = %entry.envelope.id, %error, "emit failed");
-                    1
-                }
-            };
+            let missed = self.emit(&r.room, &entry).await;
             self.stats.emitted(&entry.event, missed);
             stored.push(entry);
         }
         Ok(stored)
+    }
+
+    /// Emits a stored entry; returns how many sockets missed it. An emit the adapter could
+    /// not publish reached no socket at all, so retrying it duplicates nothing.
+    async fn emit(&self, room: &str, entry: &Entry) -> usize {
+        let give_up = tokio::time::Instant::now() + CLUSTER_RETRY_FOR;
+        let mut backoff = CLUSTER_BACKOFF_MIN;
+        loop {
+            match self.hub.emit(room, &entry.event, &entry.envelope).await {
+                Ok(missed) => return missed,
+                Err(BroadcastError::Adapter(error)) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(room, id = %entry.envelope.id, %error, ?backoff, "the cluster did not take an emit; retrying");
+                    self.stats.cluster_emit_retry();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(CLUSTER_BACKOFF_MAX);
+                }
+                Err(error) => {
+                    tracing::error!(room, id = %entry.envelope.id, %error, "emit failed; the envelope stays in the history for replay");
+                    return 1;
+                }
+            }
+        }
     }
 }
 

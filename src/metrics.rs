@@ -106,6 +106,14 @@ fn describe() {
         "realtime_slow_disconnects_total",
         "Sockets disconnected because they could not keep up."
     );
+    describe_counter!(
+        "realtime_cluster_dropped_total",
+        "Broadcasts from other nodes dropped because this node fell behind on Redis."
+    );
+    describe_counter!(
+        "realtime_cluster_emit_retries_total",
+        "Room emits retried because Redis did not take the broadcast."
+    );
     describe_counter!("realtime_http_requests_total", "HTTP requests, by method, route and status.");
     describe_histogram!(
         "realtime_http_request_duration_seconds",
@@ -183,6 +191,14 @@ pub(crate) fn slow_disconnects() {
 
 pub(crate) fn rest_broadcasts(kind: &'static str) {
     counter!("realtime_rest_broadcasts_total", "kind" => kind).increment(1);
+}
+
+pub(crate) fn cluster_dropped() {
+    counter!("realtime_cluster_dropped_total").increment(1);
+}
+
+pub(crate) fn cluster_emit_retries() {
+    counter!("realtime_cluster_emit_retries_total").increment(1);
 }
 
 /// Axum middleware: counts every request by method, matched route (never the raw path,

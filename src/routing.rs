@@ -19,9 +19,12 @@ pub const ADMIN_ROOM: &str = "admin:dashboard";
 /// Storefront clients watching stock levels.
 pub const INVENTORY_ROOM: &str = "inventory:updates";
 
+/// What every user's private room name starts with.
+pub const USER_ROOM_PREFIX: &str = "user:";
+
 /// The private room of one user's sockets.
 pub fn user_room(user_id: &str) -> String {
-    format!("user:{user_id}")
+    format!("{USER_ROOM_PREFIX}{user_id}")
 }
 
 /// One emit: this envelope, under this socket event name, to this room.

@@ -183,6 +183,16 @@ impl Stats {
         m::slow_disconnects();
     }
 
+    /// A broadcast from another node was dropped: this node fell behind on Redis.
+    pub fn cluster_dropped(&self) {
+        m::cluster_dropped();
+    }
+
+    /// Redis did not take a room broadcast; it is retried.
+    pub fn cluster_emit_retry(&self) {
+        m::cluster_emit_retries();
+    }
+
     /// An event was sent through the REST API.
     pub fn rest_broadcast(&self, kind: &'static str) {
         add(&self.rest_broadcasts);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use socketioxide::SocketIo;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +25,7 @@ use crate::config::ApiKeys;
 use crate::delivery::Delivery;
 use crate::health::Health;
 use crate::routing::RoutingRules;
+use crate::socket::hub::Hub;
 use crate::stats::Stats;
 
 /// Where the OpenAPI document is served.
@@ -45,7 +45,7 @@ pub struct HttpState {
     /// The pipeline REST broadcasts go through.
     pub delivery: Delivery,
     /// For socket and room counts.
-    pub io: SocketIo,
+    pub hub: Arc<dyn Hub>,
     /// Routing settings (alerts).
     pub rules: RoutingRules,
     /// The consumer group, for stats.

@@ -1,4 +1,4 @@
-//! `GET /realtime/stats`: what this node is doing, for operators.
+//! `GET /realtime/stats`: what this node, and the cluster, is doing, for operators.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::HttpState;
 use super::auth::Operator;
 use super::error::{ApiError, ErrorBody};
+use crate::routing::USER_ROOM_PREFIX;
 use crate::stats::{EventCounts, TopicCounts, Totals};
 
 /// Query of `GET /realtime/stats`.
@@ -63,6 +64,30 @@ pub struct StatsResponse {
     pub events: BTreeMap<String, EventCounts>,
     /// The consumer's assignment and lag.
     pub kafka: KafkaStats,
+    /// Every node's sockets and users (null when the other nodes could not be asked).
+    pub cluster: Option<ClusterStats>,
+}
+
+/// Sockets and users over all nodes, through the Socket.IO adapter (with no Redis, this
+/// node alone).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStats {
+    /// Sockets connected to any node.
+    pub connections: usize,
+    /// Distinct users with at least one socket on some node.
+    pub distinct_users: usize,
+    /// Sockets per node, by the adapter's node id (nodes without sockets are not listed).
+    pub nodes: Vec<NodeSockets>,
+}
+
+/// Sockets on one node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeSockets {
+    /// The node's id in the adapter.
+    pub node: String,
+    /// Sockets connected to it.
+    pub sockets: usize,
 }
 
 /// Sockets in one room.
@@ -95,7 +120,7 @@ pub struct AssignedPartition {
     pub lag: Option<i64>,
 }
 
-/// Connections, rooms, counters, Kafka assignment and lag of this node.
+/// Connections, rooms, counters, Kafka assignment and lag of this node; sockets and users of the cluster.
 #[utoipa::path(
     get, path = "/realtime/stats", tag = "stats",
     params(StatsQuery),
@@ -108,14 +133,9 @@ pub struct AssignedPartition {
     security(("bearer" = []), ("apiKey" = [])),
 )]
 pub async fn stats(State(state): State<HttpState>, _operator: Operator, StatsParams(q): StatsParams) -> Json<StatsResponse> {
-    let sockets = state.io.sockets();
-    let mut per_room: HashMap<String, usize> = HashMap::new();
-    for s in &sockets {
-        for room in s.rooms() {
-            *per_room.entry(room.into_owned()).or_default() += 1;
-        }
-    }
-    let distinct_users = per_room.keys().filter(|r| r.starts_with("user:")).count();
+    let local = state.hub.local();
+    let per_room = local.rooms;
+    let distinct_users = per_room.keys().filter(|r| r.starts_with(USER_ROOM_PREFIX)).count();
     let rooms_total = per_room.len();
     let mut rooms: Vec<RoomSockets> = per_room.into_iter().map(|(room, sockets)| RoomSockets { room, sockets }).collect();
     rooms.sort_by(|a, b| b.sockets.cmp(&a.sockets).then_with(|| a.room.cmp(&b.room)));
@@ -133,10 +153,22 @@ pub async fn stats(State(state): State<HttpState>, _operator: Operator, StatsPar
         })
         .collect();
 
+    let cluster = match state.hub.cluster().await {
+        Ok(c) => Some(ClusterStats {
+            connections: c.sockets,
+            distinct_users: c.users,
+            nodes: c.nodes.into_iter().map(|(node, sockets)| NodeSockets { node, sockets }).collect(),
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "cluster stats unavailable");
+            None
+        }
+    };
+
     Json(StatsResponse {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.health.uptime_secs(),
-        connections: sockets.len(),
+        connections: local.sockets,
         distinct_users,
         rooms_total,
         rooms,
@@ -147,5 +179,6 @@ pub async fn stats(State(state): State<HttpState>, _operator: Operator, StatsPar
             group: state.group_id.to_string(),
             assignment,
         },
+        cluster,
     })
 }

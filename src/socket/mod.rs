@@ -5,6 +5,7 @@
 //! `admin:dashboard` only for admins. No client event names a room, and a handshake
 //! position only resumes a room the socket may join anyway.
 
+pub mod hub;
 mod limits;
 mod replay;
 mod session;
@@ -17,9 +18,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
+use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::delivery::Gate;
@@ -52,14 +55,16 @@ enum HandshakeError {
 struct Resume(Vec<(String, Cursor)>);
 
 /// Registers the default namespace with its auth middleware and handlers.
-pub fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(authenticate));
+/// With a remote adapter, the returned future subscribes the namespace's channels and
+/// must succeed before the namespace exists.
+pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
+    io.ns("/", on_connect::<A>.with(authenticate::<A>))
 }
 
 /// Reads the token from `auth.token`, or `?token=` for older clients, and verifies it;
 /// reads `auth.positions` (`{room: {epoch, seq}}`) for replay.
-async fn authenticate(
-    s: SocketRef,
+async fn authenticate<A: Adapter>(
+    s: SocketRef<A>,
     TryData(auth): TryData<serde_json::Value>,
     State(verifier): State<Arc<Verifier>>,
     State(stats): State<Arc<Stats>>,
@@ -159,8 +164,8 @@ struct Reply {
     positions: BTreeMap<String, Cursor>,
 }
 
-async fn on_connect(
-    s: SocketRef,
+async fn on_connect<A: Adapter>(
+    s: SocketRef<A>,
     Extension(identity): Extension<Identity>,
     Extension(resume): Extension<Resume>,
     State(stats): State<Arc<Stats>>,
@@ -209,26 +214,28 @@ async fn on_connect(
     if !greeted && !replay::emit_patiently(&s, "connection:success", &hello).await {
         tracing::warn!(sid = %s.id, "could not send connection:success");
     }
+    replay::announce_heads(&s, &resumed.unsettled);
 }
 
-fn register_events(s: &SocketRef) {
+fn register_events<A: Adapter>(s: &SocketRef<A>) {
     s.on(
         "subscribe:inventory",
-        async |s: SocketRef,
-               ack: AckSender,
+        async |s: SocketRef<A>,
+               ack: AckSender<A>,
                Extension(budget): Extension<Arc<EventBudget>>,
                State(history): State<Arc<dyn History>>,
                State(gate): State<Arc<Gate>>| {
             if let Err(error) = spend(&s, &budget) {
                 return reply(&s, ack, Some(error));
             }
-            let head = replay::join_at_head(&s, history.as_ref(), &gate, INVENTORY_ROOM).await;
+            let (head, moved) = replay::join_at_head(&s, history.as_ref(), &gate, INVENTORY_ROOM).await;
             reply_joined(&s, ack, INVENTORY_ROOM, head);
+            replay::announce_heads(&s, &moved);
         },
     );
     s.on(
         "unsubscribe:inventory",
-        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+        async |s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>| {
             let error = spend(&s, &budget).err();
             if error.is_none() {
                 s.leave(INVENTORY_ROOM);
@@ -238,8 +245,8 @@ fn register_events(s: &SocketRef) {
     );
     s.on(
         "subscribe:admin",
-        async |s: SocketRef,
-               ack: AckSender,
+        async |s: SocketRef<A>,
+               ack: AckSender<A>,
                Extension(id): Extension<Identity>,
                Extension(budget): Extension<Arc<EventBudget>>,
                State(history): State<Arc<dyn History>>,
@@ -248,8 +255,9 @@ fn register_events(s: &SocketRef) {
                 return reply(&s, ack, Some(error));
             }
             if id.is_admin {
-                let head = replay::join_at_head(&s, history.as_ref(), &gate, ADMIN_ROOM).await;
+                let (head, moved) = replay::join_at_head(&s, history.as_ref(), &gate, ADMIN_ROOM).await;
                 reply_joined(&s, ack, ADMIN_ROOM, head);
+                replay::announce_heads(&s, &moved);
             } else {
                 tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
                 reply(&s, ack, Some("forbidden: admin role required"));
@@ -258,7 +266,7 @@ fn register_events(s: &SocketRef) {
     );
     s.on(
         "unsubscribe:admin",
-        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+        async |s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>| {
             let error = spend(&s, &budget).err();
             if error.is_none() {
                 s.leave(ADMIN_ROOM);
@@ -269,18 +277,18 @@ fn register_events(s: &SocketRef) {
     // Kept for clients written against older bridges: order events already reach user:<sub>.
     s.on(
         "subscribe:orders",
-        async |s: SocketRef, ack: AckSender, Extension(budget): Extension<Arc<EventBudget>>| {
+        async |s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>| {
             let error = spend(&s, &budget).err();
             reply(&s, ack, error);
         },
     );
     s.on("auth:refresh", refresh);
     // Events nobody listens to still cost parsing: they count against the budget too.
-    s.on_fallback(async |s: SocketRef, Extension(budget): Extension<Arc<EventBudget>>| {
+    s.on_fallback(async |s: SocketRef<A>, Extension(budget): Extension<Arc<EventBudget>>| {
         let _ = spend(&s, &budget);
     });
     s.on_disconnect(
-        async |s: SocketRef, reason: DisconnectReason, State(stats): State<Arc<Stats>>, Extension(session): Extension<Arc<Session>>| {
+        async |s: SocketRef<A>, reason: DisconnectReason, State(stats): State<Arc<Stats>>, Extension(session): Extension<Arc<Session>>| {
             session.close();
             // Frees the user's connection slot now rather than when the last handle goes.
             drop(s.extensions.remove::<Arc<Slot>>());
@@ -303,9 +311,9 @@ struct Refreshed {
 
 /// `auth:refresh` with `{token}` (or the token as a string): verified like a handshake
 /// token; it must name the same user. The socket then lives until the new `exp`.
-async fn refresh(
-    s: SocketRef,
-    ack: AckSender,
+async fn refresh<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
     TryData(data): TryData<serde_json::Value>,
     Extension(identity): Extension<Identity>,
     Extension(budget): Extension<Arc<EventBudget>>,
@@ -347,7 +355,7 @@ async fn refresh(
 
 /// Spends one client event from the socket's budget; when refused, the reason for the ack.
 /// A socket refused too often is told why and disconnected.
-fn spend(s: &SocketRef, budget: &EventBudget) -> Result<(), &'static str> {
+fn spend<A: Adapter>(s: &SocketRef<A>, budget: &EventBudget) -> Result<(), &'static str> {
     const REFUSED: &str = "rate limited: too many client events";
     match budget.spend() {
         Verdict::Allowed => Ok(()),
@@ -368,13 +376,13 @@ fn spend(s: &SocketRef, budget: &EventBudget) -> Result<(), &'static str> {
     }
 }
 
-fn room_names(s: &SocketRef) -> Vec<String> {
+fn room_names<A: Adapter>(s: &SocketRef<A>) -> Vec<String> {
     let mut rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
     rooms.sort();
     rooms
 }
 
-fn reply(s: &SocketRef, ack: AckSender, error: Option<&'static str>) {
+fn reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, error: Option<&'static str>) {
     send_reply(
         ack,
         Reply {
@@ -386,7 +394,7 @@ fn reply(s: &SocketRef, ack: AckSender, error: Option<&'static str>) {
     );
 }
 
-fn reply_joined(s: &SocketRef, ack: AckSender, room: &str, head: Option<Cursor>) {
+fn reply_joined<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, room: &str, head: Option<Cursor>) {
     send_reply(
         ack,
         Reply {
@@ -398,7 +406,7 @@ fn reply_joined(s: &SocketRef, ack: AckSender, room: &str, head: Option<Cursor>)
     );
 }
 
-fn send_reply(ack: AckSender, reply: Reply) {
+fn send_reply<A: Adapter>(ack: AckSender<A>, reply: Reply) {
     // A client that sent no ack callback gets nothing back; that is not an error.
     let _ = ack.send(&reply);
 }

@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::RwLockReadGuard;
 use tokio::time::Instant;
 
 use crate::delivery::Gate;
+use crate::events::Position;
 use crate::history::{Cursor, History, LostReason, Replay};
 
 /// How long a replay may wait for a slow socket to drain its buffer before giving up.
@@ -65,11 +67,19 @@ pub struct Resumed<'g> {
     pub positions: BTreeMap<String, Cursor>,
     /// One per room the client asked to resume.
     pub recovery: BTreeMap<String, RoomRecovery>,
+    /// Rooms that moved on another node while the socket joined (see [`announce_heads`]).
+    pub unsettled: Vec<Position>,
 }
 
 /// Replays what `s` missed in each of `resume`'s rooms and joins it to `join` (which
 /// includes those rooms).
-pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, join: &[String], resume: &[(String, Cursor)]) -> Resumed<'g> {
+pub async fn resume<'g, A: Adapter>(
+    s: &SocketRef<A>,
+    history: &dyn History,
+    gate: &'g Gate,
+    join: &[String],
+    resume: &[(String, Cursor)],
+) -> Resumed<'g> {
     let deadline = Instant::now() + REPLAY_DEADLINE;
     let mut recovery = BTreeMap::new();
     // The bulk of each gap is sent without holding the gate, so a long replay to a slow
@@ -101,15 +111,19 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
     }
 
     let guard = gate.joining().await;
-    // Under the gate nothing new is emitted: send what arrived meanwhile, then join.
+    // Under the gate this node emits nothing new: send what arrived meanwhile, then join.
     let gated = Instant::now() + GATED_WAIT;
+    let mut positions = BTreeMap::new();
     for (room, cursor, sent) in caught_up {
         let status = match replay_gap(s, history, room, &cursor, gated).await {
-            Ok((_, more)) => RoomRecovery {
-                recovered: true,
-                replayed: sent + more,
-                reason: None,
-            },
+            Ok((last, more)) => {
+                positions.insert(room.to_owned(), last);
+                RoomRecovery {
+                    recovered: true,
+                    replayed: sent + more,
+                    reason: None,
+                }
+            }
             Err(failure) => RoomRecovery {
                 replayed: sent + failure.replayed,
                 ..failure
@@ -117,16 +131,7 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
         };
         recovery.insert(room.to_owned(), status);
     }
-    s.join(join.to_vec());
-    let mut positions = BTreeMap::new();
-    for room in join {
-        match history.head(room).await {
-            Ok(head) => {
-                positions.insert(room.clone(), head);
-            }
-            Err(error) => tracing::warn!(sid = %s.id, room, %error, "no history position for room"),
-        }
-    }
+    let unsettled = join_rooms(s, history, join, &mut positions).await;
     for (room, status) in recovery.iter().filter(|(_, r)| !r.recovered) {
         tracing::info!(sid = %s.id, room, reason = status.reason, replayed = status.replayed, "room not recovered; client must refetch");
     }
@@ -134,31 +139,84 @@ pub async fn resume<'g>(s: &SocketRef, history: &dyn History, gate: &'g Gate, jo
         guard,
         positions,
         recovery,
+        unsettled,
     }
 }
 
-/// Joins `room` and returns its head, so a client that subscribes mid-stream knows the
-/// position from which every later envelope will reach it live.
-pub async fn join_at_head(s: &SocketRef, history: &dyn History, gate: &Gate, room: &str) -> Option<Cursor> {
+/// Joins `rooms` (under the gate). `positions` holds where the socket is in the rooms it
+/// was replayed; the others get their head from before the join, so every later envelope
+/// reaches the socket live.
+///
+/// Another node may store and broadcast an envelope meanwhile (the gate is this node's),
+/// and its broadcast may arrive just before the join. So the heads are read again after
+/// it: a room that moved is returned, for a `sync:position` telling the client the head
+/// it should have reached (the client helper resyncs if it has not). Alone, or with the
+/// in-memory history, nothing ever moves here.
+async fn join_rooms<A: Adapter>(
+    s: &SocketRef<A>,
+    history: &dyn History,
+    rooms: &[String],
+    positions: &mut BTreeMap<String, Cursor>,
+) -> Vec<Position> {
+    for room in rooms {
+        if !positions.contains_key(room) {
+            match history.head(room).await {
+                Ok(head) => {
+                    positions.insert(room.clone(), head);
+                }
+                Err(error) => tracing::warn!(sid = %s.id, room, %error, "no history position for room"),
+            }
+        }
+    }
+    s.join(rooms.to_vec());
+    let mut unsettled = Vec::new();
+    for (room, before) in positions.iter() {
+        if let Ok(after) = history.head(room).await
+            && after != *before
+        {
+            tracing::debug!(sid = %s.id, room, before = before.seq, after = after.seq, "room moved on another node while joining");
+            unsettled.push(Position {
+                room: room.clone(),
+                epoch: after.epoch,
+                seq: after.seq,
+            });
+        }
+    }
+    unsettled
+}
+
+/// Joins `room` and returns its position, so a client that subscribes mid-stream knows
+/// from where every later envelope reaches it live, plus the room's head if it moved
+/// meanwhile on another node (see [`join_rooms`]).
+pub async fn join_at_head<A: Adapter>(s: &SocketRef<A>, history: &dyn History, gate: &Gate, room: &str) -> (Option<Cursor>, Vec<Position>) {
     let _joining = gate.joining().await;
-    s.join(room.to_owned());
-    history.head(room).await.ok()
+    let mut positions = BTreeMap::new();
+    let unsettled = join_rooms(s, history, &[room.to_owned()], &mut positions).await;
+    (positions.remove(room), unsettled)
+}
+
+/// Tells the client the head of rooms that moved while it joined; sent after the join's
+/// answer, so the client compares it with what it has received by then.
+pub fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
+    for head in heads {
+        let _ = s.emit("sync:position", head);
+    }
 }
 
 /// Sends one message to `s`, waiting briefly for buffer space (for use under the gate).
-pub async fn emit_briefly<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
+pub async fn emit_briefly<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
     emit(s, event, data, Instant::now() + GATED_WAIT).await.is_ok()
 }
 
 /// Sends one message to `s`, waiting as long as a replay would for buffer space.
-pub async fn emit_patiently<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) -> bool {
+pub async fn emit_patiently<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
     emit(s, event, data, Instant::now() + REPLAY_DEADLINE).await.is_ok()
 }
 
 /// Sends the envelopes of `room` after `cursor`; returns the new cursor and how many were
 /// sent, or the failure to report (with what was sent before it).
-async fn replay_gap(
-    s: &SocketRef,
+async fn replay_gap<A: Adapter>(
+    s: &SocketRef<A>,
     history: &dyn History,
     room: &str,
     cursor: &Cursor,
@@ -195,7 +253,12 @@ async fn replay_gap(
 
 /// Sends one message, waiting for buffer space until `deadline`; the error is the reason
 /// to report (`slow-consumer`, `disconnected`, `internal-error`).
-pub(super) async fn emit<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T, deadline: Instant) -> Result<(), &'static str> {
+pub(super) async fn emit<T: Serialize + ?Sized, A: Adapter>(
+    s: &SocketRef<A>,
+    event: &str,
+    data: &T,
+    deadline: Instant,
+) -> Result<(), &'static str> {
     loop {
         match s.emit(event, data) {
             Ok(()) => return Ok(()),

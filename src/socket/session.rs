@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,7 @@ impl Session {
 /// Disconnects `s` when its token expires (and was not refreshed in time). Telling the
 /// client with `auth:expired` and a Socket.IO disconnect (not a transport close) keeps
 /// socket.io-client from reconnecting with the same stale token.
-pub async fn expire(s: SocketRef, session: Arc<Session>) {
+pub async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
     loop {
         let exp = session.expires_at();
         let left = Duration::from_secs(exp).saturating_sub(now());

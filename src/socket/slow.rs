@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 
@@ -38,7 +39,7 @@ struct Closing {
 
 /// After an emit to `position.room` that `missed` local sockets missed: finds them and
 /// evicts them.
-pub fn after_missed_emit(io: &SocketIo, position: &Position, missed: usize, stats: &Arc<Stats>) {
+pub fn after_missed_emit<A: Adapter>(io: &SocketIo<A>, position: &Position, missed: usize, stats: &Arc<Stats>) {
     let sockets = io.to(position.room.clone()).sockets();
     // A socket already being evicted keeps missing emits until it drains; when it explains
     // every miss, probing the whole room again (an extra message to each healthy socket,
@@ -55,11 +56,11 @@ pub fn after_missed_emit(io: &SocketIo, position: &Position, missed: usize, stat
     }
 }
 
-fn is_evicting(s: &SocketRef) -> bool {
+fn is_evicting<A: Adapter>(s: &SocketRef<A>) -> bool {
     s.extensions.get::<Evicting>().is_some_and(|f| f.0.load(Ordering::Acquire))
 }
 
-fn evict(s: SocketRef, stats: Arc<Stats>) {
+fn evict<A: Adapter>(s: SocketRef<A>, stats: Arc<Stats>) {
     let Some(flag) = s.extensions.get::<Evicting>() else {
         return;
     };

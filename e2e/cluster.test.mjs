@@ -1,0 +1,223 @@
+// Scale-out: two bridge nodes in one consumer group, the Socket.IO Redis adapter and the
+// replay history in Redis between them. Real binary ×2, tansu broker process, real Redis
+// (127.0.0.1:6379, or a throwaway redis-server for the restart test), official client.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  bridgeEnv, counters, producer, startBridge, startBroker, startProxy, startRedis, token, waitFor,
+} from "./harness.mjs";
+import { resumable } from "./resumable.mjs";
+
+const DLQ = "realtime-bridge.dlq";
+const PARTITIONS = 4;
+const portOf = (url) => Number(new URL(url).port);
+const prefix = () => `e2e-${Date.now()}-${Math.random().toString(16).slice(2)}:`;
+
+/** A resumable client recording every envelope of `event` with its arrival time. */
+function client(url, user, event) {
+  const c = resumable(url, token(user), { transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 300, forceNew: true });
+  const got = [];
+  const hellos = [];
+  c.socket.on(event, (env) => got.push({ id: env.id, orderId: env.data.orderId, buyerId: env.data.buyerId, at: performance.now() }));
+  c.socket.on("connection:success", (h) => hellos.push(h));
+  const unique = () => [...new Set(got.map((g) => g.orderId))];
+  return { ...c, user, got, hellos, unique };
+}
+
+/** Two nodes of one group (same env), both ready, the topic's partitions split between them. */
+async function twoNodes(env) {
+  const a = await startBridge(env);
+  const b = await startBridge(env);
+  await Promise.all([a.ready(), b.ready()]);
+  await waitFor(async () => {
+    const [ca, cb] = await Promise.all([counters(a), counters(b)]);
+    return ca.assignedPartitions > 0 && cb.assignedPartitions > 0 && ca.assignedPartitions + cb.assignedPartitions === PARTITIONS;
+  }, { timeoutMs: 60000, what: "the group to split the partitions between both nodes" });
+  return [a, b];
+}
+
+/** `n` order events per user, each user's on one partition (so in order), interleaved. */
+function stream(users, n, from = 0) {
+  const batches = new Map();
+  for (let i = from; i < from + n; i++) {
+    users.forEach((u, k) => {
+      const partition = k % PARTITIONS;
+      if (!batches.has(partition)) batches.set(partition, []);
+      batches.get(partition).push({ key: u, value: JSON.stringify({ orderId: `${u}-${i}`, buyerId: u, status: "paid" }) });
+    });
+  }
+  return batches;
+}
+
+async function send(kafka, topic, batches) {
+  await Promise.all([...batches].map(([partition, messages]) => kafka.sendRaw(topic, messages, partition)));
+}
+
+const expected = (user, from, n) => Array.from({ length: n }, (_, i) => `${user}-${from + i}`);
+const percentile = (xs, p) => xs.length ? [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : NaN;
+
+describe("two nodes, one group, Redis between them", () => {
+  test("1 000 events for 50 users reach every socket of their user on both nodes, whichever node consumed them, and no one else", async (t) => {
+    const broker = await startBroker();
+    broker.createTopics(["order.cluster", DLQ], PARTITIONS);
+    const kafka = await producer(broker.brokers);
+    const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.cluster", REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix() });
+    const [a, b] = await twoNodes(env);
+    const users = Array.from({ length: 50 }, (_, i) => `cu${i}`);
+    // Each user has one socket on each node.
+    const onA = users.map((u) => client(a.url, u, "order:cluster"));
+    const onB = users.map((u) => client(b.url, u, "order:cluster"));
+    const all = [...onA, ...onB];
+    try {
+      await waitFor(() => all.every((c) => c.hellos.length === 1), { what: "100 sockets connected" });
+      await send(kafka, "order.cluster", stream(users, 20));
+      await waitFor(() => all.every((c) => c.unique().length >= 20), { timeoutMs: 60000, what: "every socket to get its user's 20 events" });
+
+      for (const c of all) {
+        assert.ok(c.got.every((g) => g.buyerId === c.user), `${c.user} got only its own events`);
+        assert.deepEqual(c.got.map((g) => g.orderId), expected(c.user, 0, 20), `${c.user}: each event once, in order`);
+      }
+      const [ca, cb] = await Promise.all([counters(a), counters(b)]);
+      assert.equal(ca.recordsConsumed + cb.recordsConsumed, 1000, "each record consumed by exactly one node");
+      assert.ok(ca.recordsConsumed > 0 && cb.recordsConsumed > 0, "both nodes consumed");
+
+      // Cluster stats through the adapter, asked of either node.
+      const stats = await (await fetch(`${a.url}/realtime/stats`, { headers: { authorization: `Bearer ${token("ops", { roles: ["admin"] })}` } })).json();
+      assert.equal(stats.connections, 50, "this node");
+      assert.equal(stats.cluster.connections, 100, "both nodes");
+      assert.equal(stats.cluster.distinctUsers, 50);
+      assert.deepEqual(stats.cluster.nodes.map((n) => n.sockets), [50, 50]);
+
+      // Cross-node cost: the same event reaches the consuming node's socket directly and
+      // the other node's socket through Redis; the difference is the added latency.
+      const added = [];
+      users.forEach((u, k) => {
+        const local = new Map(onA[k].got.map((g) => [g.orderId, g.at]));
+        for (const g of onB[k].got) added.push(Math.abs(g.at - local.get(g.orderId)));
+      });
+      t.diagnostic(`consumed: A ${ca.recordsConsumed}, B ${cb.recordsConsumed}; cross-node added latency p50 ${percentile(added, 50).toFixed(2)} ms, p99 ${percentile(added, 99).toFixed(2)} ms, max ${Math.max(...added).toFixed(2)} ms over ${added.length} deliveries`);
+    } finally {
+      all.forEach((c) => c.socket.close());
+      await kafka.disconnect();
+      assert.equal(await a.stop(), 0);
+      assert.equal(await b.stop(), 0);
+      await broker.stop();
+    }
+  });
+
+  test("a node SIGKILLed mid-stream: its clients reconnect to the other with their positions; every event arrives or is reported", async (t) => {
+    const broker = await startBroker();
+    broker.createTopics(["order.killed", DLQ], PARTITIONS);
+    const kafka = await producer(broker.brokers);
+    const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.killed", REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix() });
+    const [a, b] = await twoNodes(env);
+    // A's clients come through a load balancer that sends them to B once A is gone.
+    const lb = await startProxy(portOf(a.url));
+    const users = Array.from({ length: 20 }, (_, i) => `ku${i}`);
+    const viaLb = users.map((u) => client(lb.url, u, "order:killed"));
+    const onB = users.map((u) => client(b.url, u, "order:killed"));
+    const all = [...viaLb, ...onB];
+    const N = 40;
+    try {
+      await waitFor(() => all.every((c) => c.hellos.length === 1), { what: "40 sockets connected" });
+      await send(kafka, "order.killed", stream(users, N / 2));
+      await waitFor(() => all.some((c) => c.unique().length >= 5), { what: "delivery under way" });
+      await a.stop("SIGKILL");
+      lb.retarget(portOf(b.url));
+      await send(kafka, "order.killed", stream(users, N / 2, N / 2));
+
+      // B takes A's partitions after the session timeout and re-delivers from A's last commit.
+      await waitFor(async () => (await counters(b)).assignedPartitions === PARTITIONS, { timeoutMs: 60000, what: "B to own every partition" });
+      const settled = (c) => c.unique().length >= N || c.hellos.some((h) => h.recovery?.[`user:${c.user}`]?.recovered === false);
+      await waitFor(() => all.every(settled), { timeoutMs: 90000, what: "every client to have every event or a recovered: false" });
+
+      let delivered = 0, duplicates = 0, reported = 0, missing = 0;
+      for (const c of all) {
+        const unique = c.unique();
+        assert.ok(c.got.every((g) => g.buyerId === c.user), "only its own events");
+        const lost = expected(c.user, 0, N).filter((id) => !unique.includes(id));
+        const told = c.hellos.some((h) => h.recovery?.[`user:${c.user}`]?.recovered === false);
+        if (told) reported += lost.length; else missing += lost.length;
+        delivered += unique.length;
+        duplicates += c.got.length - unique.length;
+        // A re-delivered record keeps its envelope id.
+        const ids = new Map();
+        for (const g of c.got) {
+          if (ids.has(g.orderId)) assert.equal(ids.get(g.orderId), g.id);
+          ids.set(g.orderId, g.id);
+        }
+      }
+      assert.equal(missing, 0, "no event missing without a recovered: false");
+      assert.ok(viaLb.every((c) => c.hellos.length >= 2), "A's clients reconnected (to B)");
+      const resyncs = onB.reduce((n, c) => n + c.hellos.length - 1, 0);
+      const resumed = viaLb.flatMap((c) => c.hellos.slice(1).map((h) => h.recovery[`user:${c.user}`]?.recovered));
+      t.diagnostic(`${all.length} clients × ${N} events: delivered ${delivered}/${all.length * N}, duplicates ${duplicates} (re-consumed after the kill), reported recovered:false ${reported}, missing silently ${missing}; reconnections to B recovered: ${resumed.filter((r) => r === true).length}/${resumed.length}; resyncs of B's own clients ${resyncs}`);
+    } finally {
+      all.forEach((c) => c.socket.close());
+      await lb.close();
+      await kafka.disconnect();
+      await b.stop();
+      await broker.stop();
+    }
+  });
+
+  test("Redis restarted mid-stream: both nodes not ready, then ready, re-subscribed (cross-node delivery works again); nothing lost silently", async (t) => {
+    const broker = await startBroker();
+    broker.createTopics(["order.rrestart", DLQ], PARTITIONS);
+    const kafka = await producer(broker.brokers);
+    let redis = await startRedis();
+    const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.rrestart", REDIS_URL: redis.url });
+    const [a, b] = await twoNodes(env);
+    const users = Array.from({ length: 10 }, (_, i) => `ru${i}`);
+    const onA = users.map((u) => client(a.url, u, "order:rrestart"));
+    const onB = users.map((u) => client(b.url, u, "order:rrestart"));
+    const all = [...onA, ...onB];
+    try {
+      await waitFor(() => all.every((c) => c.hellos.length === 1), { what: "20 sockets connected" });
+      await send(kafka, "order.rrestart", stream(users, 10));
+      await waitFor(() => all.every((c) => c.unique().length >= 10), { timeoutMs: 60000, what: "the first 10 events everywhere" });
+
+      await redis.kill();
+      await waitFor(async () => (await a.health()).status === 503 && (await b.health()).status === 503, { what: "both nodes not ready" });
+      // Produced while Redis is away: the consumers hold them (history append retried).
+      await send(kafka, "order.rrestart", stream(users, 10, 10));
+      redis = await startRedis(redis.port);
+      await Promise.all([a.ready(), b.ready()]);
+      await send(kafka, "order.rrestart", stream(users, 10, 20));
+      const settled = (c) => c.unique().length >= 30 || c.hellos.some((h) => Object.values(h.recovery ?? {}).some((r) => r.recovered === false));
+      await waitFor(() => all.every(settled), { timeoutMs: 90000, what: "every client to have all 30 events or a recovered: false" })
+        .catch((e) => { throw new Error(`${e.message}; missing: ${JSON.stringify(all.map((c) => expected(c.user, 0, 30).filter((id) => !c.unique().includes(id))).flat())}`); });
+
+      let delivered = 0, missing = 0, reported = 0, duplicates = 0;
+      for (const c of all) {
+        const unique = c.unique();
+        const lost = expected(c.user, 0, 30).filter((id) => !unique.includes(id));
+        const told = c.hellos.some((h) => Object.values(h.recovery ?? {}).some((r) => r.recovered === false));
+        if (told) reported += lost.length; else missing += lost.length;
+        delivered += unique.length;
+        duplicates += c.got.length - unique.length;
+      }
+      assert.equal(missing, 0, "no event missing without a recovered: false");
+      // Events consumed by one node reached the other node's sockets after the restart:
+      // each user's two sockets, one per node, both have the post-restart events.
+      for (let k = 0; k < users.length; k++) {
+        for (const c of [onA[k], onB[k]]) {
+          assert.ok(expected(c.user, 20, 10).every((id) => c.unique().includes(id)), `${c.user}: post-restart events on both nodes`);
+        }
+      }
+      const logs = [a, b].map((n) => n.logs.map((l) => l.message));
+      assert.ok(logs.every((m) => m.includes("Redis is unreachable; not ready until it answers again")), "the outage is logged on both nodes");
+      assert.ok(logs.every((m) => m.includes("Redis is reachable again; ready")), "the return is logged on both nodes");
+      assert.ok(logs.every((m) => m.includes("Redis pub/sub reconnected and re-subscribed; room heads announced so clients resync")), "both nodes re-subscribed");
+      const resyncs = all.reduce((n, c) => n + c.hellos.length - 1, 0);
+      t.diagnostic(`${all.length} clients × 30 events across a Redis restart: delivered ${delivered}/${all.length * 30}, duplicates ${duplicates}, resyncs ${resyncs}, reported recovered:false ${reported}, missing silently ${missing}`);
+    } finally {
+      all.forEach((c) => c.socket.close());
+      await kafka.disconnect();
+      assert.equal(await a.stop(), 0);
+      assert.equal(await b.stop(), 0);
+      await redis.kill();
+      await broker.stop();
+    }
+  });
+});

@@ -1,0 +1,165 @@
+//! Several nodes, one Socket.IO server: the Redis adapter (`socketioxide-redis`) carries
+//! every room broadcast, and the cluster-wide socket and room queries, between nodes.
+//!
+//! The adapter talks to Redis through a [`Driver`]. The crate's own driver sits on a single
+//! multiplexed connection that is never re-established: after a Redis restart a node would
+//! stay deaf to every other node (the known failure of such adapters). [`PubSub`] is the
+//! same small driver on redis-rs's `ConnectionManager` instead, which reconnects with
+//! backoff and re-subscribes every channel on the new connection by itself; [`PubSub::ping`]
+//! both feeds readiness and makes it reconnect promptly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, RedisError};
+use socketioxide::adapter::Emitter;
+use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use tokio::sync::mpsc;
+
+use crate::stats::Stats;
+
+/// The adapter this service uses when `REDIS_URL` is set.
+pub type ClusterAdapter = CustomRedisAdapter<Emitter, PubSub>;
+
+/// Messages a node may fall behind on one channel before the next ones are dropped (and
+/// counted). A dropped broadcast is a gap the client helper detects and replays; the bound
+/// only matters if a node stalls, since a bounded tokio channel allocates as it fills.
+const CHANNEL_BUFFER: usize = 65_536;
+
+/// How long a cluster-wide query (sockets, rooms) waits for the other nodes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+
+/// The Redis pub/sub driver of the adapter: one RESP3 connection that comes back, with its
+/// subscriptions, after Redis does.
+#[derive(Clone)]
+pub struct PubSub {
+    conn: ConnectionManager,
+    handlers: Handlers,
+    /// Set when the connection drops: broadcasts published meanwhile never reached this node.
+    dropped: Arc<AtomicBool>,
+}
+
+impl PubSub {
+    /// A driver for `url`; connects lazily, so Redis may be down when the node starts.
+    pub fn new(url: &str, stats: Arc<Stats>) -> Result<Self, RedisError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        // Pushed pub/sub messages need RESP3 (Redis 6+), whatever the URL says.
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)?;
+        let handlers: Handlers = Arc::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (sink, lost) = (handlers.clone(), dropped.clone());
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    lost.store(true, Ordering::Release);
+                }
+                route_push(push, &sink, &stats);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription();
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(PubSub { conn, handlers, dropped })
+    }
+
+    /// Whether the connection dropped since the last call. Redis pub/sub does not keep
+    /// messages for absent subscribers, so after a drop this node's sockets may have missed
+    /// broadcasts; see `Hub::announce_heads`.
+    pub fn take_dropped(&self) -> bool {
+        self.dropped.swap(false, Ordering::AcqRel)
+    }
+
+    /// The adapter's constructor state, for `SocketIo::builder().with_adapter`.
+    pub fn adapter(self, prefix: &str) -> RedisAdapterCtr<PubSub> {
+        let config = RedisAdapterConfig::new()
+            .with_prefix(format!("{prefix}socket.io"))
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_stream_buffer(CHANNEL_BUFFER);
+        RedisAdapterCtr::new_with_driver(self, config)
+    }
+
+    /// Whether the pub/sub connection answers a PING within `timeout`. A failed one makes
+    /// the connection manager reconnect (and re-subscribe).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let mut conn = self.conn.clone();
+        matches!(
+            tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Hands a pushed message to the stream subscribed to its channel.
+fn route_push(push: PushInfo, handlers: &Handlers, stats: &Stats) {
+    if push.kind == PushKind::Disconnection {
+        tracing::warn!("Redis pub/sub connection lost; reconnecting and re-subscribing");
+        return;
+    }
+    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
+        return;
+    }
+    let mut data = push.data.into_iter();
+    let (Some(channel), Some(message)) = (data.next(), data.next()) else {
+        return;
+    };
+    let (Ok(channel), Ok(message)) = (
+        redis::from_redis_value::<String>(channel),
+        redis::from_redis_value::<Vec<u8>>(message),
+    ) else {
+        tracing::warn!("unreadable message from Redis pub/sub");
+        return;
+    };
+    let handlers = handlers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(tx) = handlers.get(&channel)
+        && tx.try_send((channel, message)).is_err()
+    {
+        stats.cluster_dropped();
+        tracing::warn!("a cluster message was dropped: this node is behind on its Redis channel");
+    }
+}
+
+impl Driver for PubSub {
+    type Error = RedisError;
+
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
+        self.conn.clone().publish::<_, _, ()>(chan, val).await
+    }
+
+    async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
+        let (tx, rx) = mpsc::channel(size);
+        // Registered first: a message may be pushed as soon as the subscription is confirmed.
+        self.handlers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(chan.clone(), tx);
+        self.conn.clone().subscribe(chan.as_str()).await?;
+        Ok(MessageStream::new(rx))
+    }
+
+    async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
+        self.handlers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&chan);
+        self.conn.clone().unsubscribe(chan).await
+    }
+
+    async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
+        let (_, count): (String, u16) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(chan)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(count)
+    }
+}

@@ -1,0 +1,145 @@
+//! The Socket.IO server as the rest of the service uses it, whichever adapter it runs on
+//! (this node alone, or Redis between nodes): emit to a room, count sockets, close.
+//!
+//! socketioxide's types are generic over the adapter; this trait keeps that generic to the
+//! socket module, so delivery, HTTP and the app hold one `Arc<dyn Hub>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use socketioxide::adapter::Adapter;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
+
+use super::slow;
+use crate::events::{Envelope, Position};
+use crate::history::History;
+use crate::routing::USER_ROOM_PREFIX;
+use crate::stats::Stats;
+
+/// Sockets and rooms on this node.
+#[derive(Debug, Default)]
+pub struct LocalView {
+    /// Sockets connected here.
+    pub sockets: usize,
+    /// Sockets per room.
+    pub rooms: HashMap<String, usize>,
+}
+
+/// Sockets and users over every node, as the adapter reports them.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// Sockets connected to any node.
+    pub sockets: usize,
+    /// Users with at least one socket on some node.
+    pub users: usize,
+    /// Sockets per node (by the adapter's server id); nodes without sockets do not appear.
+    pub nodes: BTreeMap<String, usize>,
+}
+
+/// The Socket.IO server, whatever its adapter.
+#[async_trait]
+pub trait Hub: Send + Sync + 'static {
+    /// Emits `envelope` as `event` to `room` on every node. Returns how many sockets of
+    /// this node missed it (they are then dealt with as slow consumers); an error means it
+    /// reached nobody (the adapter could not publish it) or could not be encoded.
+    async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError>;
+
+    /// This node's sockets and rooms.
+    fn local(&self) -> LocalView;
+
+    /// Every node's sockets and users, through the adapter.
+    async fn cluster(&self) -> Result<ClusterView, String>;
+
+    /// Sends every socket of this node the head of each of its rooms (`sync:position`),
+    /// so clients that missed broadcasts (this node was cut from the others) resync.
+    async fn announce_heads(&self, history: &dyn History) -> usize;
+
+    /// Closes every socket transport of this node (clients reconnect, elsewhere).
+    async fn close(&self);
+}
+
+/// [`Hub`] over a socketioxide server.
+pub struct SocketHub<A: Adapter> {
+    io: SocketIo<A>,
+    stats: Arc<Stats>,
+}
+
+impl<A: Adapter> SocketHub<A> {
+    /// Wraps `io`.
+    pub fn new(io: SocketIo<A>, stats: Arc<Stats>) -> Arc<Self> {
+        Arc::new(SocketHub { io, stats })
+    }
+}
+
+#[async_trait]
+impl<A: Adapter> Hub for SocketHub<A> {
+    async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
+        match self.io.to(room.to_owned()).emit(event, envelope).await {
+            Ok(()) => Ok(0),
+            Err(BroadcastError::Socket(sockets)) => {
+                tracing::warn!(room, event, id = %envelope.id, missed = sockets.len(), "some sockets could not take an emit");
+                if let Some(position) = &envelope.position
+                    && sockets.iter().any(|e| matches!(e, SocketError::InternalChannelFull))
+                {
+                    slow::after_missed_emit(&self.io, position, sockets.len(), &self.stats);
+                }
+                Ok(sockets.len())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn local(&self) -> LocalView {
+        let sockets = self.io.sockets();
+        let mut rooms: HashMap<String, usize> = HashMap::new();
+        for s in &sockets {
+            for room in s.rooms() {
+                *rooms.entry(room.into_owned()).or_default() += 1;
+            }
+        }
+        LocalView {
+            sockets: sockets.len(),
+            rooms,
+        }
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, String> {
+        let (sockets, rooms) = tokio::join!(self.io.fetch_sockets(), self.io.rooms());
+        let (sockets, rooms) = (sockets.map_err(|e| e.to_string())?, rooms.map_err(|e| e.to_string())?);
+        let mut nodes = BTreeMap::new();
+        for s in &sockets {
+            *nodes.entry(s.data().server_id.to_string()).or_default() += 1;
+        }
+        Ok(ClusterView {
+            sockets: sockets.len(),
+            users: rooms.iter().filter(|r| r.starts_with(USER_ROOM_PREFIX)).count(),
+            nodes,
+        })
+    }
+
+    async fn announce_heads(&self, history: &dyn History) -> usize {
+        let rooms = self.local().rooms;
+        let mut announced = 0;
+        for room in rooms.into_keys() {
+            match history.head(&room).await {
+                Ok(head) => {
+                    let position = Position {
+                        room: room.clone(),
+                        epoch: head.epoch,
+                        seq: head.seq,
+                    };
+                    // A socket with a full buffer misses it; it is already being evicted.
+                    let _ = self.io.local().to(room).emit("sync:position", &position).await;
+                    announced += 1;
+                }
+                Err(error) => tracing::warn!(room, %error, "no head to announce"),
+            }
+        }
+        announced
+    }
+
+    async fn close(&self) {
+        self.io.close().await;
+    }
+}
