@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -94,27 +94,63 @@ fn product_update(n: u64, now: &str) -> (&'static str, String, Value) {
 
 /// Publishes the demo stream at `rate` events per second until `count` events or `cancel`.
 pub async fn run(brokers: &str, rate: u32, count: Option<u64>, cancel: CancellationToken) -> anyhow::Result<u64> {
+    publish(brokers, rate, count, cancel, demo_event).await
+}
+
+/// How often the publisher tops up to its target rate.
+const PACE: Duration = Duration::from_millis(10);
+
+/// Publishes `make(0)`, `make(1)`, … (topic, key, value) at `rate` per second (0: as fast as
+/// the producer takes them) until `count` events or `cancel`; returns how many were sent.
+/// Sends are not awaited one by one (each would wait for `linger.ms`), so high rates hold;
+/// a failed delivery is logged.
+pub async fn publish<F>(brokers: &str, rate: u32, count: Option<u64>, cancel: CancellationToken, mut make: F) -> anyhow::Result<u64>
+where
+    F: FnMut(u64) -> (&'static str, String, Value),
+{
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("client.id", "realtime-bridge-demo")
         .set("linger.ms", "5")
         .create()?;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(PACE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sent = 0u64;
     while count.is_none_or(|c| sent < c) {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let (topic, key, value) = demo_event(sent);
-        let payload = value.to_string();
-        let record = FutureRecord::to(topic).key(&key).payload(&payload);
-        match producer.send(record, Duration::from_secs(5)).await {
-            Ok(_) => tracing::debug!(topic, key, "demo event published"),
-            Err((error, _)) => tracing::warn!(topic, %error, "demo event not published"),
+        let due = match rate {
+            0 => u64::MAX,
+            r => (start.elapsed().as_secs_f64() * f64::from(r)) as u64,
+        };
+        let due = count.map_or(due, |c| due.min(c));
+        while sent < due && !cancel.is_cancelled() {
+            let (topic, key, value) = make(sent);
+            let payload = value.to_string();
+            let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
+            let delivery = loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    // The local queue is full: let librdkafka drain it.
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((error, _)) => anyhow::bail!("producing to {topic}: {error}"),
+                }
+            };
+            tokio::spawn(async move {
+                if let Ok(Err((error, _))) = delivery.await {
+                    tracing::warn!(topic, %error, "event not published");
+                }
+            });
+            sent += 1;
         }
-        sent += 1;
     }
+    producer.flush(Duration::from_secs(10))?;
     Ok(sent)
 }
 

@@ -53,6 +53,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let config = Config::from_env()?;
             telemetry::init(&config.log_level, config.log_format);
+            // Every socket is a file: take the hard open-file limit (containers often start
+            // with a soft limit of 1 024).
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(limit) => tracing::info!(limit, "open-file limit"),
+                Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+            }
             app::serve(config).await
         }
         Command::Demo { brokers, rate, count } => {
