@@ -96,6 +96,9 @@ impl App {
             .ws_max_message_size(config.limits.max_payload_bytes as usize)
             .ws_max_frame_size(config.limits.max_payload_bytes as usize)
             .max_buffer_size(config.limits.socket_buffer)
+            // Clients send little (acks, pongs, a few events): a small read buffer per
+            // socket (the default is 4 KiB); larger frames are still read, in more calls.
+            .ws_read_buffer_size(1024)
             .with_state(limiter.clone())
             .with_state(verifier.clone())
             .with_state(stats.clone())
@@ -328,7 +331,7 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
 type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
 
 fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>) -> AttachSockets {
-    Box::new(move |router: Router| router.layer(layer))
+    Box::new(move |router: Router| router.layer(layer).layer(axum::middleware::map_request(socket::detach_head)))
 }
 
 /// What this node has in Redis: the history and the adapter's pub/sub connection.

@@ -5,12 +5,14 @@
 //! `admin:dashboard` only for admins. No client event names a room, and a handshake
 //! position only resumes a room the socket may join anyway.
 
+mod head;
 pub mod hub;
 mod limits;
 mod replay;
 mod session;
 pub mod slow;
 
+pub use head::detach_head;
 pub use limits::Limiter;
 
 use std::collections::BTreeMap;
