@@ -46,7 +46,7 @@ node --version
 step "node packages (e2e/)"
 (cd e2e && npm ci --no-audit --no-fund --prefer-offline)
 
-step "Rust unit and integration tests"
+step "Rust unit and integration tests (and the load tool's smoke run, load/tests/smoke.rs)"
 cargo test --locked --workspace
 
 step "end-to-end suite"
@@ -54,7 +54,3 @@ step "end-to-end suite"
 export BRIDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/realtime-bridge"
 test -x "$BRIDGE_BIN" || { echo "missing $BRIDGE_BIN" >&2; exit 1; }
 (cd e2e && npm test)
-
-step "load tool smoke run (200 connections, personal + fan-out; the full scenarios: scripts/bench.sh)"
-cargo build --locked -p realtime-load
-"${CARGO_TARGET_DIR:-$PWD/target}/debug/realtime-load" smoke --bridge-bin "$BRIDGE_BIN"
