@@ -21,7 +21,26 @@ function client(url, user, event) {
   c.socket.on(event, (env) => got.push({ id: env.id, orderId: env.data.orderId, buyerId: env.data.buyerId, at: performance.now() }));
   c.socket.on("connection:success", (h) => hellos.push(h));
   const unique = () => [...new Set(got.map((g) => g.orderId))];
-  return { ...c, user, got, hellos, unique };
+  // Told in a connection:success that its room could not be recovered.
+  const toldLost = () => hellos.some((h) => h.recovery?.[`user:${user}`]?.recovered === false);
+  return { ...c, user, got, hellos, unique, toldLost };
+}
+
+/** Has its user's first `n` events, or was told they cannot all be recovered. */
+const settled = (n) => (c) => c.unique().length >= n || c.toldLost();
+
+/** Over `clients` and their user's first `n` events: delivered once or more, duplicates,
+ * missing but reported (recovered: false), missing silently. */
+function tally(clients, n) {
+  const t = { delivered: 0, duplicates: 0, reported: 0, missing: 0 };
+  for (const c of clients) {
+    const unique = c.unique();
+    const lost = expected(c.user, 0, n).filter((id) => !unique.includes(id)).length;
+    if (c.toldLost()) t.reported += lost; else t.missing += lost;
+    t.delivered += unique.length;
+    t.duplicates += c.got.length - unique.length;
+  }
+  return t;
 }
 
 /** Two nodes of one group (same env), both ready, the topic's partitions split between them. */
@@ -128,18 +147,11 @@ describe("two nodes, one group, Redis between them", () => {
 
       // B takes A's partitions after the session timeout and re-delivers from A's last commit.
       await waitFor(async () => (await counters(b)).assignedPartitions === PARTITIONS, { timeoutMs: 60000, what: "B to own every partition" });
-      const settled = (c) => c.unique().length >= N || c.hellos.some((h) => h.recovery?.[`user:${c.user}`]?.recovered === false);
-      await waitFor(() => all.every(settled), { timeoutMs: 90000, what: "every client to have every event or a recovered: false" });
+      await waitFor(() => all.every(settled(N)), { timeoutMs: 90000, what: "every client to have every event or a recovered: false" });
 
-      let delivered = 0, duplicates = 0, reported = 0, missing = 0;
+      const { delivered, duplicates, reported, missing } = tally(all, N);
       for (const c of all) {
-        const unique = c.unique();
         assert.ok(c.got.every((g) => g.buyerId === c.user), "only its own events");
-        const lost = expected(c.user, 0, N).filter((id) => !unique.includes(id));
-        const told = c.hellos.some((h) => h.recovery?.[`user:${c.user}`]?.recovered === false);
-        if (told) reported += lost.length; else missing += lost.length;
-        delivered += unique.length;
-        duplicates += c.got.length - unique.length;
         // A re-delivered record keeps its envelope id.
         const ids = new Map();
         for (const g of c.got) {
@@ -184,19 +196,10 @@ describe("two nodes, one group, Redis between them", () => {
       redis = await startRedis(redis.port);
       await Promise.all([a.ready(), b.ready()]);
       await send(kafka, "order.rrestart", stream(users, 10, 20));
-      const settled = (c) => c.unique().length >= 30 || c.hellos.some((h) => Object.values(h.recovery ?? {}).some((r) => r.recovered === false));
-      await waitFor(() => all.every(settled), { timeoutMs: 90000, what: "every client to have all 30 events or a recovered: false" })
+      await waitFor(() => all.every(settled(30)), { timeoutMs: 90000, what: "every client to have all 30 events or a recovered: false" })
         .catch((e) => { throw new Error(`${e.message}; missing: ${JSON.stringify(all.map((c) => expected(c.user, 0, 30).filter((id) => !c.unique().includes(id))).flat())}`); });
 
-      let delivered = 0, missing = 0, reported = 0, duplicates = 0;
-      for (const c of all) {
-        const unique = c.unique();
-        const lost = expected(c.user, 0, 30).filter((id) => !unique.includes(id));
-        const told = c.hellos.some((h) => Object.values(h.recovery ?? {}).some((r) => r.recovered === false));
-        if (told) reported += lost.length; else missing += lost.length;
-        delivered += unique.length;
-        duplicates += c.got.length - unique.length;
-      }
+      const { delivered, duplicates, reported, missing } = tally(all, 30);
       assert.equal(missing, 0, "no event missing without a recovered: false");
       // Events consumed by one node reached the other node's sockets after the restart:
       // each user's two sockets, one per node, both have the post-restart events.

@@ -61,10 +61,7 @@ impl PubSub {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_max_delay(Duration::from_secs(2))
             .set_push_sender(move |push: PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    lost.store(true, Ordering::Release);
-                }
-                route_push(push, &sink, &stats);
+                route_push(push, &sink, &lost, &stats);
                 Ok::<(), std::convert::Infallible>(())
             })
             .set_automatic_resubscription();
@@ -99,9 +96,10 @@ impl PubSub {
     }
 }
 
-/// Hands a pushed message to the stream subscribed to its channel.
-fn route_push(push: PushInfo, handlers: &Handlers, stats: &Stats) {
+/// Hands a pushed message to the stream subscribed to its channel; notes a dropped connection.
+fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: &Stats) {
     if push.kind == PushKind::Disconnection {
+        dropped.store(true, Ordering::Release);
         tracing::warn!("Redis pub/sub connection lost; reconnecting and re-subscribing");
         return;
     }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socketioxide::BroadcastError;
-
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::events::{Event, ParseError, Source};
@@ -83,7 +82,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A pipeline emitting through `io` and recording into `history`.
+    /// A pipeline emitting through `hub` and recording into `history`.
     pub fn new(
         hub: Arc<dyn Hub>,
         rules: RoutingRules,

@@ -130,7 +130,7 @@ impl<A: Adapter> Hub for SocketHub<A> {
                         seq: head.seq,
                     };
                     // A socket with a full buffer misses it; it is already being evicted.
-                    let _ = self.io.local().to(room).emit("sync:position", &position).await;
+                    let _ = self.io.local().to(room).emit(super::SYNC_POSITION, &position).await;
                     announced += 1;
                 }
                 Err(error) => tracing::warn!(room, %error, "no head to announce"),

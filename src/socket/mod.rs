@@ -35,6 +35,10 @@ use limits::{EventBudget, LimitError, Slot, Verdict};
 use replay::RoomRecovery;
 use session::Session;
 
+/// The room's head, sent so a client behind it resyncs (after a missed emit, a join while
+/// another node emitted, a Redis reconnect).
+const SYNC_POSITION: &str = "sync:position";
+
 /// How long an abusive socket is ignored before it is disconnected.
 const ABUSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -230,9 +234,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
             if let Err(error) = spend(&s, &budget) {
                 return reply(&s, ack, Some(error));
             }
-            let (head, moved) = replay::join_at_head(&s, history.as_ref(), &gate, INVENTORY_ROOM).await;
-            reply_joined(&s, ack, INVENTORY_ROOM, head);
-            replay::announce_heads(&s, &moved);
+            join_and_reply(&s, ack, history.as_ref(), &gate, INVENTORY_ROOM).await;
         },
     );
     s.on(
@@ -257,9 +259,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
                 return reply(&s, ack, Some(error));
             }
             if id.is_admin {
-                let (head, moved) = replay::join_at_head(&s, history.as_ref(), &gate, ADMIN_ROOM).await;
-                reply_joined(&s, ack, ADMIN_ROOM, head);
-                replay::announce_heads(&s, &moved);
+                join_and_reply(&s, ack, history.as_ref(), &gate, ADMIN_ROOM).await;
             } else {
                 tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
                 reply(&s, ack, Some("forbidden: admin role required"));
@@ -396,7 +396,10 @@ fn reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, error: Option<&'static
     );
 }
 
-fn reply_joined<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, room: &str, head: Option<Cursor>) {
+/// Joins `room`, answers with its position, then announces its head if another node
+/// emitted to it meanwhile.
+async fn join_and_reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, history: &dyn History, gate: &Gate, room: &str) {
+    let (head, moved) = replay::join_at_head(s, history, gate, room).await;
     send_reply(
         ack,
         Reply {
@@ -406,6 +409,7 @@ fn reply_joined<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, room: &str, hea
             positions: head.map(|h| (room.to_owned(), h)).into_iter().collect(),
         },
     );
+    replay::announce_heads(s, &moved);
 }
 
 fn send_reply<A: Adapter>(ack: AckSender<A>, reply: Reply) {

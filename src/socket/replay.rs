@@ -199,7 +199,7 @@ pub async fn join_at_head<A: Adapter>(s: &SocketRef<A>, history: &dyn History, g
 /// answer, so the client compares it with what it has received by then.
 pub fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
     for head in heads {
-        let _ = s.emit("sync:position", head);
+        let _ = s.emit(super::SYNC_POSITION, head);
     }
 }
 

@@ -50,7 +50,7 @@ pub fn after_missed_emit<A: Adapter>(io: &SocketIo<A>, position: &Position, miss
     }
     for s in sockets {
         // Otherwise taken (the client checks it against its own position), or already gone.
-        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit("sync:position", position) {
+        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit(super::SYNC_POSITION, position) {
             evict(s, stats.clone());
         }
     }
