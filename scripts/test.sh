@@ -47,7 +47,7 @@ step "node packages (e2e/)"
 (cd e2e && npm ci --no-audit --no-fund --prefer-offline)
 
 step "Rust unit and integration tests (and the load tool's smoke run, load/tests/smoke.rs)"
-cargo test --locked --workspace
+cargo test --locked --workspace --features realtime-bridge/fault-injection
 
 step "end-to-end suite"
 # `cargo test` above built the binary for the integration tests; the suite drives that one.

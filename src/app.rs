@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use axum::Router;
 use axum::http::{HeaderValue, Method};
 use socketioxide::SocketIo;
@@ -17,6 +18,7 @@ use crate::auth::{Verifier, mint_hs256};
 use crate::cluster::{ClusterAdapter, PubSub};
 use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
 use crate::delivery::{Delivery, Gate};
+use crate::faults::{Fault, Faults};
 use crate::health::Health;
 use crate::history::redis::RedisHistory;
 use crate::history::{History, MemoryHistory};
@@ -27,6 +29,7 @@ use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
 use crate::routing::RoutingRules;
 use crate::socket::hub::{Hub, SocketHub};
 use crate::stats::Stats;
+use crate::supervisor::Supervisor;
 use crate::{demo, socket};
 
 /// A built, bound, not yet running service.
@@ -42,6 +45,7 @@ pub struct App {
     redis: Option<RedisLinks>,
     limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
+    faults: Arc<Faults>,
     brokers: String,
     // Kept alive for the life of the app; dropping it stops the broker.
     dev_broker: Option<DevBroker>,
@@ -169,6 +173,7 @@ impl App {
         };
         let consumer = consumer::create(&config.kafka, &brokers, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
         let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
+        let faults = Arc::new(Faults::default());
 
         Ok(App {
             config,
@@ -180,12 +185,15 @@ impl App {
                 delivery,
                 dead_letters,
                 stats,
+                health: health.clone(),
+                faults: faults.clone(),
             },
             hub,
             memory_history,
             redis,
             limiter,
             health,
+            faults,
             brokers,
             dev_broker,
         })
@@ -196,9 +204,16 @@ impl App {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The app's injectable faults (test builds with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+
     /// Serves until `shutdown` fires, then drains: readiness off, consumer stopped and
     /// committed, sockets closed so clients reconnect elsewhere, HTTP closed — all within
-    /// the configured grace period.
+    /// the configured grace period. A long-lived task that fails fires `shutdown` itself
+    /// (see [`crate::supervisor`]); then the drain runs and the result is that failure.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App {
             config,
@@ -212,38 +227,71 @@ impl App {
             redis,
             limiter,
             health,
+            faults,
             brokers,
             dev_broker,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
+        let supervisor = Supervisor::new(health.clone(), sinks.stats.clone(), shutdown.clone());
 
+        // Restart policy: a failed consumer is rebuilt (not ready until it has rejoined the
+        // group), resuming from the last committed offsets.
         let consumer_stop = CancellationToken::new();
-        let consumer_task = tokio::spawn(consumer::run(consumer, sinks, consumer_stop.clone()));
+        let consumer_task = {
+            let (mut first, stop, kafka, brokers) = (Some(consumer), consumer_stop.clone(), config.kafka.clone(), brokers.clone());
+            let (health, stats) = (health.clone(), sinks.stats.clone());
+            let on_failure = {
+                let health = health.clone();
+                move || health.kafka_restarting()
+            };
+            supervisor.spawn_restarting(
+                "consumer",
+                consumer_stop.clone(),
+                move || {
+                    let consumer = first
+                        .take()
+                        .map_or_else(|| consumer::create(&kafka, &brokers, health.clone(), stats.clone()), Ok);
+                    let (sinks, stop) = (sinks.clone(), stop.clone());
+                    async move { consumer::run(consumer.context("re-creating the Kafka consumer")?, sinks, stop).await }
+                },
+                on_failure,
+            )
+        };
+        // Exit policy for everything else.
         if let Some(redis) = redis {
-            tokio::spawn(redis.run(health.clone(), shutdown.clone()));
+            supervisor.spawn("redis-links", redis.run(health.clone(), shutdown.clone()));
         }
         if let Some(memory) = memory_history {
-            tokio::spawn(sweep_history(memory, config.history.max_age, shutdown.clone()));
+            supervisor.spawn("history-sweep", sweep_history(memory, config.history.max_age, shutdown.clone()));
         }
         // Keeps the Prometheus histograms bounded (we serve /metrics ourselves, so the
         // exporter's own upkeep does not run).
-        tokio::spawn(every(Duration::from_secs(5), shutdown.clone(), || {
-            crate::metrics::upkeep();
-            std::future::ready(())
-        }));
+        supervisor.spawn(
+            "metrics-upkeep",
+            every(Duration::from_secs(5), shutdown.clone(), move || {
+                if faults.fire(Fault::HousekeepingPanic) {
+                    panic!("injected fault: housekeeping");
+                }
+                crate::metrics::upkeep();
+                std::future::ready(())
+            }),
+        );
         // Forgets handshake budgets that have refilled.
-        tokio::spawn(every(Duration::from_secs(60), shutdown.clone(), move || {
-            limiter.sweep();
-            std::future::ready(())
-        }));
+        supervisor.spawn(
+            "limiter-sweep",
+            every(Duration::from_secs(60), shutdown.clone(), move || {
+                limiter.sweep();
+                std::future::ready(())
+            }),
+        );
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(error) = served.await {
-                    tracing::warn!(%error, "metrics server error");
-                }
+            supervisor.spawn("metrics-server", async move {
+                axum::serve(listener, http::metrics_router())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .context("metrics server")
             });
         }
 
@@ -251,20 +299,21 @@ impl App {
             print_dev_banner(&config, &brokers, listener.local_addr()?);
             if config.dev_demo_rate > 0 {
                 let (brokers, rate, stop) = (brokers.clone(), config.dev_demo_rate, shutdown.clone());
-                tokio::spawn(async move {
-                    if let Err(error) = demo::run(&brokers, rate, None, stop).await {
-                        tracing::warn!(%error, "demo producer stopped");
-                    }
+                supervisor.spawn("demo-producer", async move {
+                    demo::run(&brokers, rate, None, stop).await.context("demo producer")?;
+                    Ok(())
                 });
             }
         }
 
         let http_stop = CancellationToken::new();
-        let server = tokio::spawn(
+        let server = supervisor.spawn(
+            "http-server",
             // The peer address feeds the per-IP handshake limit.
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                .into_future(),
+                .into_future()
+                .map(|served| served.context("HTTP server")),
         );
 
         shutdown.cancelled().await;
@@ -289,20 +338,26 @@ impl App {
 
         tracing::info!("shutdown: closing the HTTP server");
         http_stop.cancel();
-        match tokio::time::timeout_at(deadline, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server error"),
-            Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
-            Err(_) => tracing::warn!("shutdown: grace period over, dropping remaining connections"),
+        if tokio::time::timeout_at(deadline, server).await.is_err() {
+            tracing::warn!("shutdown: grace period over, dropping remaining connections");
         }
         drop(dev_broker);
-        tracing::info!("shutdown: done");
-        Ok(())
+        match supervisor.failure() {
+            Some(failure) => {
+                tracing::error!(%failure, "shutdown: done; exiting non-zero");
+                Err(anyhow::anyhow!(failure))
+            }
+            None => {
+                tracing::info!("shutdown: done");
+                Ok(())
+            }
+        }
     }
 }
 
-/// Runs `work` every `period` until `stop` fires: the housekeeping tasks below.
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F)
+/// Runs `work` every `period` until `stop` fires: the housekeeping tasks below. Returns
+/// only then (a supervised task that returns earlier has failed).
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
@@ -310,21 +365,21 @@ where
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => work().await,
         }
     }
 }
 
 /// Expires old history entries and forgets idle rooms, several times per age bound.
-async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: CancellationToken) {
+async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: CancellationToken) -> anyhow::Result<()> {
     let period = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     every(period, stop, || {
         let rooms = history.sweep(std::time::Instant::now());
         tracing::trace!(rooms, "history swept");
         std::future::ready(())
     })
-    .await;
+    .await
 }
 
 /// Puts the Socket.IO layer (whatever its adapter) on the router.
@@ -347,7 +402,7 @@ impl RedisLinks {
     /// pings both connections every second; readiness follows, and each change is logged.
     /// The connection managers reconnect (and re-subscribe) by themselves once Redis is back;
     /// then clients are told their rooms' heads, to resync what they missed meanwhile.
-    async fn run(self, health: Arc<Health>, stop: CancellationToken) {
+    async fn run(self, health: Arc<Health>, stop: CancellationToken) -> anyhow::Result<()> {
         let subscribed = async {
             loop {
                 match socket::register(&self.io).await {
@@ -358,7 +413,7 @@ impl RedisLinks {
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = subscribed => {}
         }
         every(Duration::from_secs(1), stop, || async {
@@ -381,7 +436,7 @@ impl RedisLinks {
                 }
             }
         })
-        .await;
+        .await
     }
 }
 

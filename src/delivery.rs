@@ -175,6 +175,7 @@ impl Delivery {
 
 /// Time elapsed since an epoch-milliseconds timestamp (`None` if it is in the future).
 fn since_epoch_ms(ms: i64) -> Option<Duration> {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?);
+    // The timestamp comes from the producer: any value, hence the checked addition.
+    let at = UNIX_EPOCH.checked_add(Duration::from_millis(u64::try_from(ms).ok()?))?;
     SystemTime::now().duration_since(at).ok()
 }

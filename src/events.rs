@@ -301,13 +301,22 @@ impl Source {
     }
 }
 
-/// Formats epoch milliseconds (or now, when absent or negative) as RFC 3339 UTC.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const RFC3339_MAX_MS: u64 = 253_402_300_799_999;
+
+/// Formats epoch milliseconds as RFC 3339 UTC; a time it cannot write (absent, negative, or
+/// past year 9999 — a producer writing microseconds, say) is replaced by now, the time the
+/// bridge saw it, rather than failing: the timestamp comes from outside.
 pub fn rfc3339_millis(ms: Option<i64>) -> String {
-    let t = match ms.and_then(|ms| u64::try_from(ms).ok()) {
+    let t = match ms.and_then(|ms| u64::try_from(ms).ok()).filter(|ms| *ms <= RFC3339_MAX_MS) {
         Some(ms) => std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         None => std::time::SystemTime::now(),
     };
-    humantime::format_rfc3339_millis(t).to_string()
+    // humantime's Display fails (and `to_string` would panic) only beyond year 9999,
+    // excluded above; `write!` keeps even that from panicking.
+    let mut out = String::with_capacity(24);
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{}", humantime::format_rfc3339_millis(t)));
+    out
 }
 
 fn is_action(a: &str) -> bool {
@@ -374,6 +383,28 @@ mod tests {
 
     fn parse(topic: &str, v: serde_json::Value) -> Result<Event, ParseError> {
         Event::parse(topic, Some(v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn any_record_timestamp_gives_a_time() {
+        assert_eq!(rfc3339_millis(Some(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(Some(1_795_359_845_123)), "2026-11-22T15:04:05.123Z");
+        assert_eq!(rfc3339_millis(Some(RFC3339_MAX_MS as i64)), "9999-12-31T23:59:59.999Z");
+        // Microseconds instead of milliseconds (`Date.now() * 1000`), negative, extremes:
+        // the time the bridge saw the record, never a panic.
+        let now_year = &rfc3339_millis(None)[..4];
+        for odd in [1_795_359_845_123_000, RFC3339_MAX_MS as i64 + 1, i64::MAX, -1, i64::MIN] {
+            let t = rfc3339_millis(Some(odd));
+            assert_eq!(&t[..4], now_year, "{odd} -> {t}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_kafka_source_is_built_from_any_coordinates(topic in ".{0,300}", partition in proptest::prelude::any::<i32>(), offset in proptest::prelude::any::<i64>(), ts in proptest::option::of(proptest::prelude::any::<i64>())) {
+            let source = Source::kafka(&topic, partition, offset, ts);
+            proptest::prop_assert!(source.occurred_at.ends_with('Z'));
+        }
     }
 
     #[test]

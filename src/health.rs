@@ -5,7 +5,7 @@
 //! shutdown has not begun.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub struct Health {
     draining: AtomicBool,
     embedded_broker: bool,
     redis: AtomicU8,
+    consumer_restarts: AtomicU64,
+    dead_letter_stuck: AtomicBool,
+    failed_task: Mutex<Option<&'static str>>,
 }
 
 const REDIS_DISABLED: u8 = 0;
@@ -45,6 +48,9 @@ pub struct HealthReport {
     pub socketio: SocketReport,
     /// Redis, when configured (`disabled` otherwise).
     pub redis: RedisReport,
+    /// A long-lived task that failed: the process is draining and will exit non-zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<String>,
 }
 
 /// Redis's state as this node sees it.
@@ -59,9 +65,16 @@ pub struct RedisReport {
 #[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaReport {
-    /// `up` once the group is joined, else `connecting`.
+    /// `up` once the group is joined, else `connecting` (also while a failed consumer is
+    /// rebuilt and rejoins).
     #[schema(example = "up")]
     pub status: &'static str,
+    /// Times the consumer failed and was rebuilt since start.
+    pub consumer_restarts: u64,
+    /// `ok`, or `failing` while a record cannot be dead-lettered (its partition waits and
+    /// the node is not ready).
+    #[schema(example = "ok")]
+    pub dead_letter: &'static str,
     /// Partitions assigned to this member (0 is legitimate when the group has more members than partitions).
     pub assigned_partitions: usize,
     /// Whether the embedded development broker is in use.
@@ -103,7 +116,27 @@ impl Health {
             draining: AtomicBool::new(false),
             embedded_broker,
             redis: AtomicU8::new(REDIS_DISABLED),
+            consumer_restarts: AtomicU64::new(0),
+            dead_letter_stuck: AtomicBool::new(false),
+            failed_task: Mutex::new(None),
         }
+    }
+
+    /// The consumer failed and is being rebuilt: not ready until the new one has joined.
+    pub fn kafka_restarting(&self) {
+        self.kafka_joined.store(false, Ordering::Release);
+        self.kafka_revoked();
+        self.consumer_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether dead-lettering has been failing for a while (the consumer is held up).
+    pub fn set_dead_letter_stuck(&self, stuck: bool) {
+        self.dead_letter_stuck.store(stuck, Ordering::Release);
+    }
+
+    /// A long-lived task failed: not ready from now on (the process drains and exits).
+    pub fn fail(&self, task: &'static str) {
+        self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(task);
     }
 
     /// Records whether Redis answers; returns whether that changed.
@@ -138,6 +171,8 @@ impl Health {
         self.kafka_joined.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
             && self.redis.load(Ordering::Acquire) != REDIS_DOWN
+            && !self.dead_letter_stuck.load(Ordering::Acquire)
+            && self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Seconds since start.
@@ -155,6 +190,8 @@ impl Health {
             uptime_secs: self.uptime_secs(),
             kafka: KafkaReport {
                 status: if joined { "up" } else { "connecting" },
+                consumer_restarts: self.consumer_restarts.load(Ordering::Relaxed),
+                dead_letter: if self.dead_letter_stuck.load(Ordering::Acquire) { "failing" } else { "ok" },
                 assigned_partitions: self.assignment.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 embedded_broker: self.embedded_broker,
                 records_consumed: t.records_consumed,
@@ -176,6 +213,7 @@ impl Health {
                     _ => "disabled",
                 },
             },
+            failed_task: self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).map(str::to_owned),
         }
     }
 }
@@ -201,6 +239,15 @@ mod tests {
         assert!(!h.is_ready(), "Redis down: not ready");
         assert!(h.set_redis(true));
         assert!(!h.set_redis(true), "no change");
+        assert!(h.is_ready());
+        h.kafka_restarting();
+        assert!(!h.is_ready(), "a consumer being rebuilt has not joined");
+        assert_eq!(h.report(&Stats::default()).kafka.consumer_restarts, 1);
+        h.kafka_assigned(vec![]);
+        h.set_dead_letter_stuck(true);
+        assert!(!h.is_ready(), "records are held up behind one that cannot be dead-lettered");
+        assert_eq!(h.report(&Stats::default()).kafka.dead_letter, "failing");
+        h.set_dead_letter_stuck(false);
         assert!(h.is_ready());
         h.start_draining();
         assert!(!h.is_ready());

@@ -21,6 +21,8 @@
 //! | `realtime_rest_broadcasts_total` | counter | `kind` |
 //! | `realtime_limit_refusals_total` | counter | `limit` |
 //! | `realtime_slow_disconnects_total` | counter | |
+//! | `realtime_task_failures_total` | counter | `task` |
+//! | `realtime_record_panics_total` | counter | |
 //! | `realtime_http_requests_total` | counter | `method`, `route`, `status` |
 //! | `realtime_http_request_duration_seconds` | histogram | `method`, `route` |
 
@@ -114,6 +116,14 @@ fn describe() {
         "realtime_cluster_emit_retries_total",
         "Room emits retried because Redis did not take the broadcast."
     );
+    describe_counter!(
+        "realtime_task_failures_total",
+        "Long-lived tasks that panicked or ended unexpectedly, by task."
+    );
+    describe_counter!(
+        "realtime_record_panics_total",
+        "Records whose handling panicked (a bug); each was dead-lettered."
+    );
     describe_counter!("realtime_http_requests_total", "HTTP requests, by method, route and status.");
     describe_histogram!(
         "realtime_http_request_duration_seconds",
@@ -191,6 +201,14 @@ pub(crate) fn slow_disconnects() {
 
 pub(crate) fn rest_broadcasts(kind: &'static str) {
     counter!("realtime_rest_broadcasts_total", "kind" => kind).increment(1);
+}
+
+pub(crate) fn task_failures(task: &'static str) {
+    counter!("realtime_task_failures_total", "task" => task).increment(1);
+}
+
+pub(crate) fn record_panics() {
+    counter!("realtime_record_panics_total").increment(1);
 }
 
 pub(crate) fn cluster_dropped() {

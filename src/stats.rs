@@ -193,6 +193,16 @@ impl Stats {
         m::cluster_emit_retries();
     }
 
+    /// A long-lived task (`task` names it) failed.
+    pub fn task_failed(&self, task: &'static str) {
+        m::task_failures(task);
+    }
+
+    /// Handling a record panicked (a bug); the record was dead-lettered.
+    pub fn record_panicked(&self) {
+        m::record_panics();
+    }
+
     /// An event was sent through the REST API.
     pub fn rest_broadcast(&self, kind: &'static str) {
         add(&self.rest_broadcasts);

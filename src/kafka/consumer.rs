@@ -8,10 +8,17 @@
 //! handled one by one, in order, by this single task, so a record that cannot be settled
 //! (history or dead-letter topic unavailable) holds up what follows it instead of being
 //! skipped.
+//!
+//! Nothing in a record can stop this loop: handling one record runs under a panic guard,
+//! and a record whose handling panics (a bug) is dead-lettered like an invalid one, so it
+//! neither kills the consumer nor poisons the next group member that gets its partition.
+//! The loop itself is supervised ([`crate::supervisor`]): if it ends anyway, it is rebuilt.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -21,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::delivery::{Delivery, Outcome, Record};
+use crate::faults::{Fault, Faults};
 use crate::health::Health;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetters};
 use crate::stats::{PartitionLag, Stats};
@@ -107,7 +115,11 @@ pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, stats: A
     Ok(consumer)
 }
 
+/// Dead-lettering failing this long turns the node not ready (its records are held up).
+const DEAD_LETTER_STUCK_AFTER: Duration = Duration::from_secs(10);
+
 /// Where settled records go: delivery for events, the dead-letter topic for the rest.
+#[derive(Clone)]
 pub struct Sinks {
     /// Parse, route, store, emit.
     pub delivery: Delivery,
@@ -115,12 +127,16 @@ pub struct Sinks {
     pub dead_letters: DeadLetters,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Readiness (dead-lettering held up).
+    pub health: Arc<Health>,
+    /// Test-build fault injection (inert otherwise).
+    pub faults: Arc<Faults>,
 }
 
 /// Consumes until `cancel` fires, then commits what was settled. A record in flight when
 /// `cancel` fires is finished first unless it is waiting on a retry, in which case its
 /// offset is not stored and the next owner of the partition gets it again.
-pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToken) {
+pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToken) -> anyhow::Result<()> {
     loop {
         let message = tokio::select! {
             biased;
@@ -129,6 +145,9 @@ pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToke
         };
         match message {
             Ok(m) => {
+                if sinks.faults.fire(Fault::ConsumerPanic) {
+                    panic!("injected fault: consumer loop");
+                }
                 if !settle(&m, &sinks, &cancel).await {
                     break;
                 }
@@ -143,6 +162,7 @@ pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToke
     }
     tracing::info!("consumer stopped taking records; committing");
     commit(&consumer);
+    Ok(())
 }
 
 /// Delivers or dead-letters one record; `false` when cancelled before either succeeded.
@@ -161,36 +181,25 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
         payload: m.payload(),
     };
     let mut backoff = Duration::from_millis(100);
-    loop {
-        match sinks.delivery.handle_record(record).await {
-            Ok(Outcome::Delivered) => return true,
-            Ok(Outcome::Rejected(error)) => {
-                let reason = error.to_string();
-                let letter = DeadLetter {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key(),
-                    payload: m.payload(),
-                    error: &reason,
-                };
-                let done = sinks
-                    .dead_letters
-                    .send_until_done(&letter, cancel, |_| sinks.stats.dead_letter_failed())
-                    .await;
-                if done {
-                    sinks.stats.dead_lettered(m.topic());
-                    tracing::info!(
-                        topic = m.topic(),
-                        partition = m.partition(),
-                        offset = m.offset(),
-                        dlq = sinks.dead_letters.topic(),
-                        "record dead-lettered"
-                    );
-                }
-                return done;
+    let reason = loop {
+        let handled = AssertUnwindSafe(async {
+            if sinks.faults.fire(Fault::RecordPanic) {
+                panic!("injected fault: handling a record");
             }
-            Err(error) => {
+            sinks.delivery.handle_record(record).await
+        })
+        .catch_unwind()
+        .await;
+        match handled {
+            Ok(Ok(Outcome::Delivered)) => return true,
+            Ok(Ok(Outcome::Rejected(error))) => break error.to_string(),
+            Err(panic) => {
+                let message = crate::supervisor::panic_message(panic.as_ref());
+                sinks.stats.record_panicked();
+                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), panic = %message, "handling a record panicked (a bug); dead-lettering it");
+                break format!("internal error while handling the record: {message}");
+            }
+            Ok(Err(error)) => {
                 tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff, "could not store a record in the history; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return false,
@@ -199,7 +208,37 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    };
+    let letter = DeadLetter {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        payload: m.payload(),
+        headers: m.headers(),
+        error: &reason,
+    };
+    let done = sinks
+        .dead_letters
+        .send_until_done(&letter, cancel, |_, failing_for| {
+            sinks.stats.dead_letter_failed();
+            if failing_for >= DEAD_LETTER_STUCK_AFTER {
+                sinks.health.set_dead_letter_stuck(true);
+            }
+        })
+        .await;
+    sinks.health.set_dead_letter_stuck(false);
+    if done {
+        sinks.stats.dead_lettered(m.topic());
+        tracing::info!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            dlq = sinks.dead_letters.topic(),
+            "record dead-lettered"
+        );
     }
+    done
 }
 
 fn commit(consumer: &impl Consumer<GroupContext>) {

@@ -27,6 +27,11 @@ impl TestApp {
         self.http.get(self.url(path)).send().await.unwrap().status().as_u16()
     }
 
+    /// The `/health` body.
+    pub async fn health(&self) -> serde_json::Value {
+        self.http.get(self.url("/health")).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)
@@ -39,14 +44,26 @@ impl TestApp {
 
 /// Builds the app from `vars` (plus port 0 on loopback) and runs it in the background.
 pub async fn spawn_app(vars: &[(&str, &str)]) -> TestApp {
-    let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    spawn(build_app(vars).await)
+}
+
+/// Builds the app from `vars` (plus port 0 on loopback, a test key, no demo stream unless
+/// `DEV_DEMO_RATE` is given).
+pub async fn build_app(vars: &[(&str, &str)]) -> App {
+    let mut map: HashMap<String, String> = HashMap::from([
+        ("DEV_DEMO_RATE".to_owned(), "0".to_owned()),
+        ("SHUTDOWN_GRACE_SECS".to_owned(), "5".to_owned()),
+    ]);
+    map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     map.insert("PORT".into(), "0".into());
     map.insert("HOST".into(), "127.0.0.1".into());
     map.insert("JWT_SECRET".into(), SECRET.into());
-    map.insert("DEV_DEMO_RATE".into(), "0".into());
-    map.insert("SHUTDOWN_GRACE_SECS".into(), "5".into());
     let config = Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config");
-    let app = App::build(config).await.expect("app builds");
+    App::build(config).await.expect("app builds")
+}
+
+/// Runs a built app in the background.
+pub fn spawn(app: App) -> TestApp {
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
