@@ -226,12 +226,43 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    histogram!("realtime_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+    histogram!("realtime_http_request_duration_seconds", "method" => method, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
     counter!("realtime_http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
     response
+}
+
+/// The method as a label: the standard ones by name, anything else (a client can send any
+/// token as a method) as `other`, so outsiders cannot create new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&axum::http::Method::GET), "GET");
+        for m in ["FOO", "get", "XYZZY123"] {
+            assert_eq!(method_label(&axum::http::Method::from_bytes(m.as_bytes()).unwrap()), "other");
+        }
+    }
 }

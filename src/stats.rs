@@ -14,9 +14,11 @@ use utoipa::ToSchema;
 
 use crate::metrics as m;
 
-/// Distinct socket event names counted one by one.
+/// Distinct names counted one by one per kind (socket event names, Kafka topics, event
+/// types): every label an outsider can influence is bounded. Topics come from regex
+/// subscriptions, event types from topic names, admin event names from operators.
 pub const MAX_EVENT_NAMES: usize = 256;
-/// Where further event names are counted.
+/// Where further names are counted.
 pub const OTHER_EVENTS: &str = "(other)";
 
 /// Counters since start, plus the consumer's last known lag.
@@ -33,6 +35,7 @@ pub struct Stats {
     rest_broadcasts: AtomicU64,
     per_topic: Mutex<BTreeMap<String, TopicCounts>>,
     per_event: Mutex<BTreeMap<String, EventCounts>>,
+    per_type: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
@@ -101,27 +104,24 @@ impl Stats {
     /// A Kafka record arrived.
     pub fn consumed(&self, topic: &str) {
         add(&self.records_consumed);
-        self.topic(topic, |c| c.consumed += 1);
-        m::records_consumed(topic);
+        m::records_consumed(self.topic(topic, |c| c.consumed += 1));
     }
 
     /// A record was not a valid event.
     pub fn invalid(&self, topic: &str) {
         add(&self.records_invalid);
-        self.topic(topic, |c| c.invalid += 1);
-        m::records_invalid(topic);
+        m::records_invalid(self.topic(topic, |c| c.invalid += 1));
     }
 
     /// A record was parsed into an event of this dotted type.
     pub fn parsed(&self, event_type: &str) {
-        m::events_consumed(event_type);
+        m::events_consumed(count(&self.per_type, event_type, |n| *n += 1));
     }
 
     /// A record was copied to the dead-letter topic.
     pub fn dead_lettered(&self, topic: &str) {
         add(&self.records_dead_lettered);
-        self.topic(topic, |c| c.dead_lettered += 1);
-        m::records_dead_lettered(topic);
+        m::records_dead_lettered(self.topic(topic, |c| c.dead_lettered += 1));
     }
 
     /// An attempt to produce to the dead-letter topic failed (it is retried).
@@ -138,11 +138,11 @@ impl Stats {
         if failed {
             add(&self.emit_failures);
         }
-        let event = self.event(event, |c| {
+        let event = count(&self.per_event, event, |c| {
             c.routed += 1;
             c.emit_failures += u64::from(failed);
         });
-        m::emitted(&event, missed);
+        m::emitted(event, missed);
     }
 
     /// Time from the Kafka record's timestamp to its emit.
@@ -260,27 +260,23 @@ impl Stats {
             .collect()
     }
 
-    fn topic(&self, topic: &str, f: impl FnOnce(&mut TopicCounts)) {
-        let mut map = self.per_topic.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(topic) {
-            Some(c) => f(c),
-            None => f(map.entry(topic.to_owned()).or_default()),
-        }
+    fn topic<'a>(&self, topic: &'a str, f: impl FnOnce(&mut TopicCounts)) -> &'a str {
+        count(&self.per_topic, topic, f)
     }
+}
 
-    /// Updates the counters of `event` and returns the name they are kept under: operators
-    /// can invent `admin:<name>` events, so past [`MAX_EVENT_NAMES`] new names share one
-    /// entry (and one metrics label) instead of growing without bound.
-    fn event(&self, event: &str, f: impl FnOnce(&mut EventCounts)) -> String {
-        let mut map = self.per_event.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get_mut(event) {
-            f(c);
-            return event.to_owned();
-        }
-        let name = if map.len() < MAX_EVENT_NAMES { event } else { OTHER_EVENTS };
-        f(map.entry(name.to_owned()).or_default());
-        name.to_owned()
+/// Updates the counters of `name` in `map` and returns the name they are kept under (the
+/// metrics label): past [`MAX_EVENT_NAMES`] names, new ones share [`OTHER_EVENTS`] instead
+/// of growing the map and the metrics without bound.
+fn count<'a, V: Default>(map: &Mutex<BTreeMap<String, V>>, name: &'a str, f: impl FnOnce(&mut V)) -> &'a str {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = map.get_mut(name) {
+        f(c);
+        return name;
     }
+    let name = if map.len() < MAX_EVENT_NAMES { name } else { OTHER_EVENTS };
+    f(map.entry(name.to_owned()).or_default());
+    name
 }
 
 #[cfg(test)]
@@ -328,6 +324,19 @@ mod tests {
         assert_eq!(events.len(), MAX_EVENT_NAMES + 1);
         assert_eq!(events[OTHER_EVENTS].routed, 10);
         assert_eq!(events["admin:e0"].routed, 2);
+    }
+
+    #[test]
+    fn topics_and_event_types_are_bounded_too() {
+        let s = Stats::default();
+        for i in 0..MAX_EVENT_NAMES + 10 {
+            s.consumed(&format!("order.t{i}"));
+            s.parsed(&format!("order.t{i}"));
+        }
+        let topics = s.per_topic();
+        assert_eq!(topics.len(), MAX_EVENT_NAMES + 1);
+        assert_eq!(topics[OTHER_EVENTS].consumed, 10);
+        assert_eq!(s.per_type.lock().unwrap().len(), MAX_EVENT_NAMES + 1);
     }
 
     #[test]

@@ -257,3 +257,36 @@ async fn metrics_can_move_to_their_own_port() {
     assert!(res.text().await.unwrap().contains("realtime_"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn junk_requests_cannot_grow_the_metrics() {
+    let app = app(&[]).await;
+    // Random methods, paths and query keys from an unauthenticated client.
+    for i in 0..200 {
+        let method = reqwest::Method::from_bytes(format!("JUNK{i}").as_bytes()).unwrap();
+        let path = format!("/x{i}/{}?k{i}=v", i * 7919);
+        let _ = app.http.request(method, app.url(&path)).send().await.unwrap();
+    }
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let junk: Vec<&str> = text.lines().filter(|l| l.contains("JUNK") || l.contains("/x1")).collect();
+    assert!(junk.is_empty(), "outsider-chosen labels in /metrics: {junk:?}");
+    assert!(
+        text.contains(r#"realtime_http_requests_total{method="other",route="unmatched",status="#),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broadcast_the_history_cannot_store_gets_a_fixed_503_without_internals() {
+    // Nothing listens on port 1: every history call fails (after the 2 s connect timeout).
+    let app = app(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (status, body) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p-9", "stock": 3})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        json!({"error": realtime_bridge::http::broadcast::BROADCAST_UNAVAILABLE}),
+        "the store's error text stays in the logs"
+    );
+    app.stop().await;
+}

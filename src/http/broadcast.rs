@@ -344,6 +344,9 @@ pub async fn admin(
     send(&state, &operator, "admin", source, routes).await
 }
 
+/// The 503 body when the history cannot store a broadcast (the cause is logged).
+pub const BROADCAST_UNAVAILABLE: &str = "the replay history is unavailable; nothing was sent, retry later";
+
 async fn send(
     state: &HttpState,
     operator: &Operator,
@@ -352,8 +355,9 @@ async fn send(
     routes: Vec<Route>,
 ) -> Result<Json<BroadcastResponse>, ApiError> {
     let stored = state.delivery.deliver(routes).await.map_err(|e| {
+        // The cause (addresses, store errors) is for the logs, not for callers.
         tracing::error!(error = %e, kind, "REST broadcast failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, BROADCAST_UNAVAILABLE)
     })?;
     state.stats.rest_broadcast(kind);
     tracing::info!(%operator, kind, id = %source.id, rooms = stored.len(), "REST broadcast");

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
@@ -13,8 +14,11 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 use crate::config::ClientLimits;
 
-/// Refused client events after which a socket is disconnected as abusive.
+/// Refused client events after which a socket is disconnected as abusive...
 pub const ABUSE_STRIKES: u32 = 50;
+/// ...when they all fall within this window: strikes expire, so a well-behaved client that
+/// is refused now and then over a long session is never called abusive.
+pub const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a handshake was refused by a limit; the text is the client's `connect_error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,20 +70,36 @@ pub enum Verdict {
 /// One socket's client-event budget.
 pub struct EventBudget {
     rate: DefaultDirectRateLimiter,
-    strikes: AtomicU32,
+    strikes: Mutex<Strikes>,
     closing: AtomicBool,
+}
+
+/// Refusals counted within a window that starts at the first of them.
+#[derive(Default)]
+struct Strikes {
+    count: u32,
+    since: Option<Instant>,
 }
 
 impl EventBudget {
     /// Spends one event.
     pub fn spend(&self) -> Verdict {
+        self.spend_at(Instant::now())
+    }
+
+    fn spend_at(&self, now: Instant) -> Verdict {
         if self.closing.load(Ordering::Relaxed) {
             return Verdict::Closing;
         }
         if self.rate.check().is_ok() {
             return Verdict::Allowed;
         }
-        if self.strikes.fetch_add(1, Ordering::Relaxed) + 1 < ABUSE_STRIKES {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        if strikes.since.is_none_or(|since| now.saturating_duration_since(since) >= STRIKE_WINDOW) {
+            *strikes = Strikes { count: 0, since: Some(now) };
+        }
+        strikes.count += 1;
+        if strikes.count < ABUSE_STRIKES {
             Verdict::Refused
         } else if self.closing.swap(true, Ordering::Relaxed) {
             Verdict::Closing
@@ -104,10 +124,11 @@ impl Limiter {
         })
     }
 
-    /// Counts a handshake from `ip` against its per-minute budget.
+    /// Counts a handshake from `ip` against its per-minute budget. IPv6 clients are
+    /// counted per /64 (one host usually holds a whole /64 and can rotate within it).
     pub fn handshake(&self, ip: Option<IpAddr>) -> Result<(), LimitError> {
-        match ip {
-            Some(ip) if self.handshakes.check_key(&ip).is_err() => Err(LimitError::Handshakes),
+        match ip.map(rate_key) {
+            Some(key) if self.handshakes.check_key(&key).is_err() => Err(LimitError::Handshakes),
             _ => Ok(()),
         }
     }
@@ -145,7 +166,7 @@ impl Limiter {
     pub fn event_budget(&self) -> EventBudget {
         EventBudget {
             rate: DefaultDirectRateLimiter::direct(Quota::per_second(per(self.limits.client_events_per_second))),
-            strikes: AtomicU32::new(0),
+            strikes: Mutex::new(Strikes::default()),
             closing: AtomicBool::new(false),
         }
     }
@@ -156,21 +177,38 @@ impl Limiter {
     }
 
     /// The client's address: the TCP peer, or with `trust_forwarded_for` the last
-    /// `X-Forwarded-For` entry (the one the trusted proxy added).
+    /// `X-Forwarded-For` entry (the one the trusted proxy added). That entry is taken as it
+    /// is or not at all: one that does not parse as an address (a proxy writing `ip:port`,
+    /// say) counts as the peer's, never as the entry before it, which the client wrote.
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
-        if self.limits.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-                .next_back()
-        {
-            return Some(ip);
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if !self.limits.trust_forwarded_for {
+            return peer;
         }
-        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+        let last = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .next_back();
+        match last {
+            Some(entry) => std::str::from_utf8(entry)
+                .ok()
+                .and_then(|a| a.trim().parse::<IpAddr>().ok())
+                .or(peer),
+            None => peer,
+        }
+    }
+}
+
+/// What the per-address budget is keyed on: IPv4 addresses as they are, IPv6 by /64.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
     }
 }
 
@@ -221,6 +259,57 @@ mod tests {
         assert!(verdicts[3..verdicts.len() - 1].iter().all(|v| *v == Verdict::Refused));
         assert_eq!(verdicts.last(), Some(&Verdict::Abusive));
         assert_eq!(b.spend(), Verdict::Closing, "abuse is reported once");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64() {
+        let l = Limiter::new(limits());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        assert!(l.handshake(Some(a)).is_ok());
+        assert!(l.handshake(Some(b)).is_ok());
+        assert_eq!(l.handshake(Some(a)), Err(LimitError::Handshakes), "rotating within the /64 does not help");
+        assert!(l.handshake(Some("2001:db8:1:3::1".parse().unwrap())).is_ok(), "another /64");
+        assert_eq!(rate_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn strikes_expire() {
+        let l = Limiter::new(ClientLimits {
+            client_events_per_second: 1,
+            ..limits()
+        });
+        let b = l.event_budget();
+        let t0 = Instant::now();
+        assert_eq!(b.spend_at(t0), Verdict::Allowed);
+        // Refusals scattered over a long session: never abusive.
+        for i in 1..(3 * ABUSE_STRIKES) {
+            let at = t0 + STRIKE_WINDOW * i / (ABUSE_STRIKES / 2);
+            assert_eq!(b.spend_at(at), Verdict::Refused, "strike {i}");
+        }
+        // A burst within the window still is.
+        let burst = t0 + STRIKE_WINDOW * 1000;
+        let verdicts: Vec<Verdict> = (0..ABUSE_STRIKES).map(|_| b.spend_at(burst)).collect();
+        assert_eq!(verdicts.last(), Some(&Verdict::Abusive));
+    }
+
+    #[test]
+    fn an_unparseable_trusted_forwarded_entry_counts_as_the_peer() {
+        let trusting = Limiter::new(ClientLimits {
+            trust_forwarded_for: true,
+            ..limits()
+        });
+        let req = axum::http::Request::builder()
+            .header("x-forwarded-for", "203.0.113.9, 198.51.100.7:4711")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        parts.extensions.insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 5], 5000))));
+        assert_eq!(
+            trusting.client_ip(&parts),
+            Some("10.0.0.5".parse().unwrap()),
+            "not the client-written 203.0.113.9"
+        );
     }
 
     #[test]
