@@ -75,7 +75,10 @@ impl App {
 
         let health = Arc::new(Health::new(dev_broker.is_some()));
         let stats = Arc::new(Stats::default());
-        let verifier = Arc::new(Verifier::new(&config.jwt_key)?);
+        let verifier = Arc::new(Verifier::new(&config.jwt_key)?.expecting(&config.jwt_audience, config.jwt_issuer.as_deref()));
+        if config.app_env == AppEnv::Production && config.jwt_audience.is_empty() {
+            tracing::warn!("JWT_AUDIENCE is not set: tokens minted for any service that shares the key are accepted");
+        }
         // Memory unless Redis is configured; the memory store needs sweeping, Redis expires keys itself.
         let (history, memory_history, redis): (Arc<dyn History>, Option<Arc<MemoryHistory>>, Option<RedisHistory>) = match &config.redis_url
         {

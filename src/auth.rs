@@ -40,6 +40,12 @@ pub enum AuthError {
     /// A required claim (`exp`) is missing.
     #[error("invalid token: missing {0} claim")]
     MissingClaim(String),
+    /// `aud` missing or not one of `JWT_AUDIENCE`.
+    #[error("invalid token: wrong or missing aud claim")]
+    WrongAudience,
+    /// `iss` missing or not `JWT_ISSUER`.
+    #[error("invalid token: wrong or missing iss claim")]
+    WrongIssuer,
     /// Not a JWT at all.
     #[error("invalid token: malformed")]
     Malformed,
@@ -116,9 +122,29 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_nbf = true;
+        // Without a configured audience, `aud` is not checked (jsonwebtoken would refuse
+        // every token that carries one, pushing issuers to mint aud-less tokens).
+        validation.validate_aud = false;
         // Small clock skew between the token issuer and this pod.
         validation.leeway = 5;
         Ok(Verifier { key, validation })
+    }
+
+    /// Also requires `aud` to be one of `audience` (when not empty) and `iss` to be
+    /// `issuer` (when given): tokens minted for another service are refused.
+    pub fn expecting(mut self, audience: &[String], issuer: Option<&str>) -> Self {
+        let mut required = vec!["exp", "sub"];
+        if !audience.is_empty() {
+            self.validation.set_audience(audience);
+            self.validation.validate_aud = true;
+            required.push("aud");
+        }
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     /// Verifies a token and returns who it identifies.
@@ -137,6 +163,10 @@ impl Verifier {
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::WrongAlgorithm,
             ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::BadSubject,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
             ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
             _ => AuthError::Malformed,
         })?;
@@ -260,6 +290,26 @@ mod tests {
             v.verify(&sign(json!({"sub": "u"}), SECRET)),
             Err(AuthError::MissingClaim("exp".into()))
         );
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let exp = now() + 60;
+        let with_aud = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://id.example.com"}), SECRET);
+        let other_aud = sign(json!({"sub": "u", "exp": exp, "aud": ["billing"], "iss": "https://id.example.com"}), SECRET);
+        let bare = sign(json!({"sub": "u", "exp": exp}), SECRET);
+        // Unconfigured: a token carrying aud / iss is accepted (it used to be "malformed").
+        assert!(verifier().verify(&with_aud).is_ok());
+        assert!(verifier().verify(&other_aud).is_ok());
+
+        let v = verifier().expecting(&["shop-bridge".into(), "admin-bridge".into()], Some("https://id.example.com"));
+        assert_eq!(v.verify(&with_aud).unwrap().user_id, "u");
+        assert_eq!(v.verify(&other_aud), Err(AuthError::WrongAudience));
+        assert_eq!(v.verify(&bare), Err(AuthError::WrongAudience), "aud is required once configured");
+        let wrong_iss = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://evil.example.com"}), SECRET);
+        assert_eq!(v.verify(&wrong_iss), Err(AuthError::WrongIssuer));
+        let no_iss = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge"}), SECRET);
+        assert_eq!(v.verify(&no_iss), Err(AuthError::WrongIssuer));
     }
 
     #[test]

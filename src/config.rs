@@ -165,6 +165,11 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Client JWT verification key.
     pub jwt_key: JwtKey,
+    /// Accepted `aud` values (`JWT_AUDIENCE`, comma-separated); when set, tokens must name
+    /// one of them. Unset: `aud` is not checked.
+    pub jwt_audience: Vec<String>,
+    /// Required `iss` (`JWT_ISSUER`); unset: not checked.
+    pub jwt_issuer: Option<String>,
     /// Allowed browser origins.
     pub cors_origins: CorsOrigins,
     /// Stock at or below which an `admin:inventory:low-stock` alert is raised.
@@ -287,6 +292,11 @@ impl Config {
             (None, None) => JwtKey::GeneratedDev(random_secret()),
         };
 
+        let jwt_audience: Vec<String> = get("JWT_AUDIENCE")
+            .map(|v| v.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let jwt_issuer = get("JWT_ISSUER").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
         let cors_origins = match get("CORS_ORIGINS") {
             None if prod => {
                 return Err(ConfigError::RequiredInProduction {
@@ -346,6 +356,8 @@ impl Config {
             bind: SocketAddr::new(host, port),
             kafka,
             jwt_key,
+            jwt_audience,
+            jwt_issuer,
             cors_origins,
             low_stock_threshold: parse_range(&get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
             log_level,
