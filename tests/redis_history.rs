@@ -128,3 +128,60 @@ async fn futures_seqs(
     }
     seqs
 }
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_counter_lost_to_eviction_starts_a_new_epoch_never_a_wrong_replay() {
+    let h = history(100, Duration::from_secs(600)).await;
+    let start = h.head("evicted").await.unwrap();
+    for i in 0..5 {
+        h.append("evicted", "e", envelope(&format!("old-{i}"))).await.unwrap();
+    }
+    let held = Cursor { seq: 2, ..start.clone() };
+    // What `maxmemory` eviction does to one key: the room's counter (and epoch) vanish.
+    let [_, meta] = h.keys("evicted");
+    let _: () = redis::cmd("DEL").arg(&meta).query_async(&mut raw().await).await.unwrap();
+    for i in 0..5 {
+        h.append("evicted", "e", envelope(&format!("new-{i}"))).await.unwrap();
+    }
+    // Numbering restarted: seq 3.. exist again. The old position must not be answered with
+    // them as if nothing had happened.
+    assert_eq!(h.since("evicted", &held).await.unwrap(), Replay::Lost(LostReason::EpochChanged));
+    assert_ne!(h.head("evicted").await.unwrap().epoch, start.epoch);
+}
+
+#[tokio::test]
+async fn a_replay_that_would_skip_or_repeat_entries_is_refused_whole() {
+    let h = history(100, Duration::from_secs(600)).await;
+    let start = h.head("holed").await.unwrap();
+    for i in 0..5 {
+        h.append("holed", "e", envelope(&i.to_string())).await.unwrap();
+    }
+    let [stream, _] = h.keys("holed");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    // One entry in the middle gone (partial eviction, a manual XDEL): entries 1, 2, 4, 5.
+    let _: () = redis::cmd("XDEL").arg(&stream).arg(&entries.ids[2].id).query_async(&mut raw().await).await.unwrap();
+    let replay = h.since("holed", &Cursor { seq: 1, ..start.clone() }).await.unwrap();
+    assert!(matches!(replay, Replay::Lost(_)), "not a partial replay: {replay:?}");
+    assert_eq!(ids(h.since("holed", &Cursor { seq: 3, ..start }).await.unwrap()), ["3", "4"]);
+}
+
+#[tokio::test]
+async fn a_gap_longer_than_the_bound_is_refused_without_reading_the_stream() {
+    let h = history(3, Duration::from_secs(600)).await;
+    let start = h.head("long").await.unwrap();
+    for i in 0..10 {
+        h.append("long", "e", envelope(&i.to_string())).await.unwrap();
+    }
+    assert_eq!(h.since("long", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed));
+}

@@ -1,13 +1,21 @@
 //! The replay history in Redis, shared by every node: a stream per room, bounded by count
-//! (`MAXLEN`) and age (`MINID` on the stream's time-based ids), next to a sequence counter
-//! and an epoch. Each operation is one Lua script, so appends are atomic and numbered
+//! (`MAXLEN`) and age (`MINID` on the stream's time-based ids), next to the room's epoch and
+//! sequence counter. Each operation is one Lua script, so appends are atomic and numbered
 //! without gaps even with several nodes appending to the same room.
 //!
-//! Keys (the `{room}` hash tag keeps a room's three keys in one cluster slot):
+//! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot):
 //! `<prefix>{<room>}:s` the stream (fields `n` seq, `e` event, `v` envelope JSON),
-//! `<prefix>{<room>}:n` the last seq, `<prefix>{<room>}:e` the epoch. All three expire
-//! together after [`super::MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without
-//! events; a room that comes back gets a new epoch.
+//! `<prefix>{<room>}:m` a hash holding the epoch (`e`) and the last seq (`n`). Both expire
+//! after [`super::MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without events; a room
+//! that comes back gets a new epoch.
+//!
+//! Epoch and counter share one key on purpose: under `maxmemory` eviction Redis may drop
+//! any key alone, and a counter lost while its epoch survived would restart the numbering
+//! inside the same epoch, so an old position would be answered with a wrong replay. Lost
+//! together, they make a new epoch, which clients are told about. The stream may still be
+//! evicted alone (a gap: `history-trimmed`), and a replay is checked entry by entry: the
+//! entries must be exactly `after + 1 ..= head`, otherwise the history is inconsistent and
+//! reported as `epoch-changed` rather than replayed in part.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,48 +27,55 @@ use super::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, Rep
 use crate::events::{Envelope, Position};
 
 const APPEND: &str = r"
-local epoch = redis.call('GET', KEYS[3])
+local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[6]
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
 end
-local seq = redis.call('INCR', KEYS[2])
+local seq = redis.call('HINCRBY', KEYS[2], 'n', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], '*', 'n', seq, 'e', ARGV[1], 'v', ARGV[2])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[4])))
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return {epoch, seq}
 ";
 
 const HEAD: &str = r"
-local epoch = redis.call('GET', KEYS[3])
+local m = redis.call('HMGET', KEYS[2], 'e', 'n')
+local epoch, head = m[1], tonumber(m[2] or '0')
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2])
+  epoch, head = ARGV[1], 0
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
 end
-for i = 2, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {epoch, head}
 ";
 
 const SINCE: &str = r"
-local epoch = redis.call('GET', KEYS[3])
-if not epoch or epoch ~= ARGV[1] then return {'lost', 'epoch-changed'} end
-local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local m = redis.call('HMGET', KEYS[2], 'e', 'n')
+if not m[1] or m[1] ~= ARGV[1] then return {'lost', 'epoch-changed'} end
+local head = tonumber(m[2] or '0')
 local after = tonumber(ARGV[2])
 if after > head then return {'lost', 'unknown-position'} end
 if after == head then return {'ok'} end
+local want = head - after
+-- More than the stream can hold, or holds now: known without reading a single entry.
+if want > tonumber(ARGV[4]) then return {'lost', 'history-trimmed'} end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[3])))
-local want = head - after
+if redis.call('XLEN', KEYS[1]) < want then return {'lost', 'history-trimmed'} end
 local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', want)
 if #entries < want then return {'lost', 'history-trimmed'} end
 local out = {'ok'}
+local expected = after + 1
 for i = #entries, 1, -1 do
   local f = entries[i][2]
+  if tonumber(f[2]) ~= expected then return {'lost', 'epoch-changed'} end
+  expected = expected + 1
   table.insert(out, f[2])
   table.insert(out, f[4])
   table.insert(out, f[6])
@@ -112,9 +127,10 @@ impl RedisHistory {
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
     }
 
-    fn keys(&self, room: &str) -> [String; 3] {
+    /// The room's stream and its epoch-and-counter hash.
+    pub fn keys(&self, room: &str) -> [String; 2] {
         let base = format!("{}{{{room}}}", self.prefix);
-        [format!("{base}:s"), format!("{base}:n"), format!("{base}:e")]
+        [format!("{base}:s"), format!("{base}:m")]
     }
 
     fn idle_ttl_secs(&self) -> u64 {
@@ -130,12 +146,11 @@ fn fresh_epoch() -> String {
 impl History for RedisHistory {
     async fn append(&self, room: &str, event: &str, mut envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
         let json = serde_json::to_string(&envelope).map_err(|e| HistoryError(e.to_string()))?;
-        let [s, n, e] = self.keys(room);
+        let [s, m] = self.keys(room);
         let (epoch, seq): (String, u64) = self
             .append
             .key(s)
-            .key(n)
-            .key(e)
+            .key(m)
             .arg(event)
             .arg(json)
             .arg(self.limits.max_events)
@@ -157,12 +172,11 @@ impl History for RedisHistory {
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
-        let [s, n, e] = self.keys(room);
+        let [s, m] = self.keys(room);
         let (epoch, seq): (String, u64) = self
             .head
             .key(s)
-            .key(n)
-            .key(e)
+            .key(m)
             .arg(fresh_epoch())
             .arg(self.idle_ttl_secs())
             .invoke_async(&mut self.conn.clone())
@@ -172,15 +186,15 @@ impl History for RedisHistory {
     }
 
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError> {
-        let [s, n, e] = self.keys(room);
+        let [s, m] = self.keys(room);
         let reply: Vec<String> = self
             .since
             .key(s)
-            .key(n)
-            .key(e)
+            .key(m)
             .arg(&cursor.epoch)
             .arg(cursor.seq)
             .arg(self.limits.max_age.as_millis() as u64)
+            .arg(self.limits.max_events)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
