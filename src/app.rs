@@ -125,6 +125,7 @@ impl App {
                     pubsub,
                     io,
                     hub: hub.clone(),
+                    delivery: None,
                 };
                 (attach(layer), hub, Some(links))
             }
@@ -146,6 +147,10 @@ impl App {
             gate,
             config.kafka.max_record_bytes,
         );
+        let redis = redis.map(|links| RedisLinks {
+            delivery: Some(delivery.clone()),
+            ..links
+        });
         let http_state = HttpState {
             health: health.clone(),
             stats: stats.clone(),
@@ -398,6 +403,8 @@ struct RedisLinks {
     pubsub: PubSub,
     io: SocketIo<ClusterAdapter>,
     hub: Arc<dyn Hub>,
+    /// For heads to announce after broadcasts the cluster did not take (set once built).
+    delivery: Option<Delivery>,
 }
 
 impl RedisLinks {
@@ -430,6 +437,12 @@ impl RedisLinks {
                     rooms,
                     "Redis pub/sub reconnected and re-subscribed; room heads announced so clients resync"
                 );
+            }
+            if up && let Some(delivery) = &self.delivery {
+                let rooms = delivery.announce_unannounced().await;
+                if rooms > 0 {
+                    tracing::info!(rooms, "announced the heads of rooms whose broadcast the cluster had not taken");
+                }
             }
             if health.set_redis(up) {
                 if up {

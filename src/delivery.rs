@@ -6,24 +6,56 @@
 //! an envelope is in the history (so a client that is away can replay it) before the
 //! record counts as done.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socketioxide::BroadcastError;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, ParseError, Source};
+use crate::events::{Event, ParseError, Position, Source};
 use crate::history::{Entry, History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
 use crate::socket::hub::Hub;
 use crate::stats::Stats;
 
-/// How long an emit the adapter could not publish (Redis away) is retried before the
-/// envelope is left to the history: clients then see the gap at their next envelope or
-/// `sync:position` and replay it.
-const CLUSTER_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long a REST broadcast waits for a cluster that does not take its emit (Redis
+/// pub/sub away) before answering 503; see [`Patience`].
+pub const CLUSTER_RETRY_FOR: Duration = Duration::from_secs(30);
 const CLUSTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const CLUSTER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Rooms remembered for a head announcement; beyond, the oldest wait for the next
+/// pub/sub reconnection, when every node announces all its rooms' heads anyway.
+const MAX_UNANNOUNCED_ROOMS: usize = 10_000;
+
+/// How long a delivery waits for a cluster that does not take an emit (Redis pub/sub away).
+/// An emit the adapter could not publish reached no socket at all, so retrying it
+/// duplicates nothing; the wait never holds the [`Gate`], so handshakes and subscribes go
+/// on meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub enum Patience<'a> {
+    /// Until it is taken or `stop` fires: the consumer's records, which are then not stored
+    /// (the next owner of the partition delivers them again), so shutdown is never held up
+    /// by a retry and never stores an offset nobody was sent.
+    UntilStopped(&'a CancellationToken),
+    /// At most this long: REST broadcasts, whose caller waits for an answer. Giving up is
+    /// an error; the room's head is announced to its sockets once the cluster takes emits
+    /// again ([`Delivery::announce_unannounced`]), so clients see the gap and replay it.
+    AtMost(Duration),
+}
+
+/// Why a delivery did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The history could not store an envelope; nothing of it was emitted.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Stored in the history, but the cluster did not take the emit in time (or shutdown
+    /// began): not broadcast live.
+    #[error("stored for replay, but the cluster did not take the broadcast")]
+    NotBroadcast,
+}
 
 /// A Kafka record as the pipeline needs it.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +111,11 @@ pub struct Delivery {
     history: Arc<dyn History>,
     gate: Arc<Gate>,
     max_record_bytes: usize,
+    /// One delivery at a time: per-room order of emits holds even while one waits on a
+    /// retry (which happens outside the gate).
+    in_order: Arc<tokio::sync::Mutex<()>>,
+    /// Rooms with an envelope that was stored but never broadcast (a REST broadcast gave up).
+    unannounced: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Delivery {
@@ -98,13 +135,16 @@ impl Delivery {
             history,
             gate,
             max_record_bytes,
+            in_order: Arc::default(),
+            unannounced: Arc::default(),
         }
     }
 
     /// Handles one record. A record that is not a valid event comes back as
-    /// [`Outcome::Rejected`] (logged with its coordinates); an error means the history
-    /// could not store it and the record must be retried.
-    pub async fn handle_record(&self, rec: Record<'_>) -> Result<Outcome, HistoryError> {
+    /// [`Outcome::Rejected`] (logged with its coordinates); an error means it was not
+    /// delivered (history unavailable, or `stop` fired while the cluster did not take an
+    /// emit) and the record must be retried, its offset not stored.
+    pub async fn handle_record(&self, rec: Record<'_>, stop: &CancellationToken) -> Result<Outcome, DeliveryError> {
         self.stats.consumed(rec.topic);
         let size = rec.payload.map_or(0, <[u8]>::len);
         let parsed = if size > self.max_record_bytes {
@@ -119,7 +159,8 @@ impl Delivery {
             Ok(event) => {
                 self.stats.parsed(&event.event_type());
                 let source = Source::kafka(rec.topic, rec.partition, rec.offset, rec.timestamp_ms);
-                self.deliver(route(&event, &source, self.rules)).await?;
+                self.deliver(route(&event, &source, self.rules), Patience::UntilStopped(stop))
+                    .await?;
                 if let Some(age) = rec.timestamp_ms.and_then(since_epoch_ms) {
                     self.stats.latency(age);
                 }
@@ -138,38 +179,107 @@ impl Delivery {
     /// others still receive it, the missed one is in the history, and the slow socket is
     /// sent away to reconnect and replay it ([`crate::socket::slow`]).
     /// Returns what was stored, positions included.
-    pub async fn deliver(&self, routes: Vec<Route>) -> Result<Vec<Arc<Entry>>, HistoryError> {
-        let _emitting = self.gate.emitting().await;
+    ///
+    /// The gate is held for the append and the first emit attempt only: an emit the
+    /// cluster refuses is retried outside it, as `patience` says.
+    pub async fn deliver(&self, routes: Vec<Route>, patience: Patience<'_>) -> Result<Vec<Arc<Entry>>, DeliveryError> {
+        let _in_order = self.in_order.lock().await;
         let mut stored = Vec::with_capacity(routes.len());
         for r in routes {
-            let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
-            let missed = self.emit(&r.room, &entry).await;
+            let (entry, first) = {
+                let _emitting = self.gate.emitting().await;
+                let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
+                let first = self.hub.emit(&r.room, &entry.event, &entry.envelope).await;
+                (entry, first)
+            };
+            let missed = match first {
+                Ok(missed) => missed,
+                Err(BroadcastError::Adapter(error)) => self.retry_emit(&r.room, &entry, &error.to_string(), patience).await?,
+                Err(error) => {
+                    tracing::error!(room = %r.room, id = %entry.envelope.id, %error, "emit failed; the envelope stays in the history for replay");
+                    1
+                }
+            };
             self.stats.emitted(&entry.event, missed);
             stored.push(entry);
         }
         Ok(stored)
     }
 
-    /// Emits a stored entry; returns how many sockets missed it. An emit the adapter could
-    /// not publish reached no socket at all, so retrying it duplicates nothing.
-    async fn emit(&self, room: &str, entry: &Entry) -> usize {
-        let give_up = tokio::time::Instant::now() + CLUSTER_RETRY_FOR;
+    /// Retries an emit the adapter could not publish; returns how many sockets missed it.
+    async fn retry_emit(&self, room: &str, entry: &Entry, first_error: &str, patience: Patience<'_>) -> Result<usize, DeliveryError> {
+        let started = tokio::time::Instant::now();
         let mut backoff = CLUSTER_BACKOFF_MIN;
+        let mut error = first_error.to_owned();
         loop {
-            match self.hub.emit(room, &entry.event, &entry.envelope).await {
-                Ok(missed) => return missed,
-                Err(BroadcastError::Adapter(error)) if tokio::time::Instant::now() < give_up => {
-                    tracing::warn!(room, id = %entry.envelope.id, %error, ?backoff, "the cluster did not take an emit; retrying");
-                    self.stats.cluster_emit_retry();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(CLUSTER_BACKOFF_MAX);
+            let give_up = match patience {
+                Patience::UntilStopped(stop) => stop.is_cancelled(),
+                Patience::AtMost(limit) => started.elapsed() >= limit,
+            };
+            if give_up {
+                tracing::error!(room, id = %entry.envelope.id, %error, "the cluster did not take an emit; giving up (the envelope stays in the history)");
+                if matches!(patience, Patience::AtMost(_)) {
+                    self.remember_unannounced(room);
                 }
-                Err(error) => {
-                    tracing::error!(room, id = %entry.envelope.id, %error, "emit failed; the envelope stays in the history for replay");
-                    return 1;
+                return Err(DeliveryError::NotBroadcast);
+            }
+            tracing::warn!(room, id = %entry.envelope.id, %error, ?backoff, "the cluster did not take an emit; retrying");
+            self.stats.cluster_emit_retry();
+            let pause = tokio::time::sleep(backoff);
+            match patience {
+                Patience::UntilStopped(stop) => {
+                    tokio::select! {
+                        _ = stop.cancelled() => continue,
+                        _ = pause => {}
+                    }
+                }
+                Patience::AtMost(_) => pause.await,
+            }
+            backoff = (backoff * 2).min(CLUSTER_BACKOFF_MAX);
+            match self.hub.emit(room, &entry.event, &entry.envelope).await {
+                Ok(missed) => return Ok(missed),
+                Err(BroadcastError::Adapter(e)) => error = e.to_string(),
+                Err(e) => {
+                    tracing::error!(room, id = %entry.envelope.id, error = %e, "emit failed; the envelope stays in the history for replay");
+                    return Ok(1);
                 }
             }
         }
+    }
+
+    fn remember_unannounced(&self, room: &str) {
+        let mut rooms = self.unannounced.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.len() >= MAX_UNANNOUNCED_ROOMS {
+            rooms.pop_first();
+        }
+        rooms.insert(room.to_owned());
+    }
+
+    /// Tells every socket of each room whose envelope was stored but never broadcast the
+    /// room's head (`sync:position`, through the cluster), so clients behind it resync.
+    /// Called once a second while Redis is up; returns how many rooms were announced.
+    pub async fn announce_unannounced(&self) -> usize {
+        let rooms = std::mem::take(&mut *self.unannounced.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut announced = 0;
+        for room in rooms {
+            let done = match self.history.head(&room).await {
+                Ok(head) => {
+                    let position = Position {
+                        room: room.clone(),
+                        epoch: head.epoch,
+                        seq: head.seq,
+                    };
+                    self.hub.announce(&position).await.is_ok()
+                }
+                Err(_) => false,
+            };
+            if done {
+                announced += 1;
+            } else {
+                self.remember_unannounced(&room);
+            }
+        }
+        announced
     }
 }
 
@@ -178,4 +288,130 @@ fn since_epoch_ms(ms: i64) -> Option<Duration> {
     // The timestamp comes from the producer: any value, hence the checked addition.
     let at = UNIX_EPOCH.checked_add(Duration::from_millis(u64::try_from(ms).ok()?))?;
     SystemTime::now().duration_since(at).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use socketioxide::AdapterError;
+
+    use super::*;
+    use crate::events::Envelope;
+    use crate::history::{HistoryLimits, MemoryHistory};
+    use crate::socket::hub::{ClusterView, LocalView};
+
+    /// A cluster whose pub/sub is down until `up` is set.
+    #[derive(Default)]
+    struct FlakyHub {
+        up: AtomicBool,
+        emitted: Mutex<Vec<String>>,
+        announced: Mutex<Vec<Position>>,
+    }
+
+    fn down() -> BroadcastError {
+        BroadcastError::Adapter(AdapterError(Box::new(std::io::Error::other("redis down"))))
+    }
+
+    #[async_trait]
+    impl Hub for FlakyHub {
+        async fn emit(&self, _room: &str, _event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(down());
+            }
+            self.emitted.lock().unwrap().push(envelope.id.clone());
+            Ok(0)
+        }
+        async fn announce(&self, position: &Position) -> Result<(), BroadcastError> {
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(down());
+            }
+            self.announced.lock().unwrap().push(position.clone());
+            Ok(())
+        }
+        fn local(&self) -> LocalView {
+            LocalView::default()
+        }
+        async fn cluster(&self) -> Result<ClusterView, String> {
+            Ok(ClusterView::default())
+        }
+        async fn announce_heads(&self, _history: &dyn History) -> usize {
+            0
+        }
+        async fn close(&self) {}
+    }
+
+    fn delivery(hub: Arc<FlakyHub>) -> (Delivery, Arc<Gate>) {
+        let gate = Arc::new(Gate::default());
+        let history = Arc::new(MemoryHistory::new(HistoryLimits {
+            max_events: 100,
+            max_age: Duration::from_secs(600),
+        }));
+        let d = Delivery::new(
+            hub,
+            RoutingRules { low_stock_threshold: 5 },
+            Arc::new(Stats::default()),
+            history,
+            gate.clone(),
+            1 << 20,
+        );
+        (d, gate)
+    }
+
+    fn routes(id: &str) -> Vec<Route> {
+        crate::routing::admin_event("test", serde_json::json!({"n": id}), &Source::rest())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_emit_holds_no_lock_handshakes_wait_on() {
+        let hub = Arc::new(FlakyHub::default());
+        let (d, gate) = delivery(hub.clone());
+        let stop = CancellationToken::new();
+        let delivering = tokio::spawn({
+            let (d, stop) = (d.clone(), stop.clone());
+            async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!delivering.is_finished(), "still retrying");
+        let joined = tokio::time::timeout(Duration::from_millis(10), gate.joining()).await;
+        assert!(joined.is_ok(), "a joining socket does not wait behind the retry");
+        drop(joined);
+        hub.up.store(true, Ordering::SeqCst);
+        let stored = delivering.await.unwrap().unwrap();
+        assert_eq!(hub.emitted.lock().unwrap().as_slice(), [stored[0].envelope.id.clone()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_retry_at_once_and_the_record_does_not_count_as_delivered() {
+        let hub = Arc::new(FlakyHub::default());
+        let (d, _) = delivery(hub);
+        let stop = CancellationToken::new();
+        let delivering = tokio::spawn({
+            let (d, stop) = (d.clone(), stop.clone());
+            async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!delivering.is_finished(), "a record is retried for as long as it takes");
+        let cancelled_at = tokio::time::Instant::now();
+        stop.cancel();
+        let result = delivering.await.unwrap();
+        assert!(matches!(result, Err(DeliveryError::NotBroadcast)), "{result:?}");
+        assert!(cancelled_at.elapsed() < Duration::from_millis(10), "no wait for a backoff");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broadcast_given_up_is_announced_once_the_cluster_is_back() {
+        let hub = Arc::new(FlakyHub::default());
+        let (d, _) = delivery(hub.clone());
+        let result = d.deliver(routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await;
+        assert!(matches!(result, Err(DeliveryError::NotBroadcast)), "{result:?}");
+        assert_eq!(d.announce_unannounced().await, 0, "nothing goes out while the cluster is down");
+        hub.up.store(true, Ordering::SeqCst);
+        assert_eq!(d.announce_unannounced().await, 1);
+        let announced = hub.announced.lock().unwrap().clone();
+        assert_eq!(announced.len(), 1);
+        assert_eq!((announced[0].room.as_str(), announced[0].seq), (crate::routing::ADMIN_ROOM, 1));
+        assert_eq!(d.announce_unannounced().await, 0, "announced once");
+    }
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::HttpState;
 use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, JsonBody, Validate, text};
+use crate::delivery::{CLUSTER_RETRY_FOR, DeliveryError, Patience};
 use crate::events::{Event, InventoryEvent, OrderEvent, Position, Source, opt_whole_number, whole_number};
 use crate::routing::{self, Route};
 
@@ -346,6 +347,9 @@ pub async fn admin(
 
 /// The 503 body when the history cannot store a broadcast (the cause is logged).
 pub const BROADCAST_UNAVAILABLE: &str = "the replay history is unavailable; nothing was sent, retry later";
+/// The 503 body when the broadcast was stored but the cluster did not take it live.
+pub const BROADCAST_NOT_LIVE: &str =
+    "stored in the replay history but not broadcast live (the cluster link is down); clients receive it when they resync";
 
 async fn send(
     state: &HttpState,
@@ -354,11 +358,19 @@ async fn send(
     source: Source,
     routes: Vec<Route>,
 ) -> Result<Json<BroadcastResponse>, ApiError> {
-    let stored = state.delivery.deliver(routes).await.map_err(|e| {
-        // The cause (addresses, store errors) is for the logs, not for callers.
-        tracing::error!(error = %e, kind, "REST broadcast failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, BROADCAST_UNAVAILABLE)
-    })?;
+    let stored = state
+        .delivery
+        .deliver(routes, Patience::AtMost(CLUSTER_RETRY_FOR))
+        .await
+        .map_err(|e| {
+            // The cause (addresses, store errors) is for the logs, not for callers.
+            tracing::error!(error = %e, kind, "REST broadcast failed");
+            let message = match e {
+                DeliveryError::History(_) => BROADCAST_UNAVAILABLE,
+                DeliveryError::NotBroadcast => BROADCAST_NOT_LIVE,
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        })?;
     state.stats.rest_broadcast(kind);
     tracing::info!(%operator, kind, id = %source.id, rooms = stored.len(), "REST broadcast");
     Ok(Json(BroadcastResponse {

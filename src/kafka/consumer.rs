@@ -186,7 +186,7 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
             if sinks.faults.fire(Fault::RecordPanic) {
                 panic!("injected fault: handling a record");
             }
-            sinks.delivery.handle_record(record).await
+            sinks.delivery.handle_record(record, cancel).await
         })
         .catch_unwind()
         .await;
@@ -200,7 +200,10 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
                 break format!("internal error while handling the record: {message}");
             }
             Ok(Err(error)) => {
-                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff, "could not store a record in the history; retrying");
+                if cancel.is_cancelled() {
+                    return false;
+                }
+                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff, "could not deliver a record; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return false,
                     _ = tokio::time::sleep(backoff) => {}

@@ -45,6 +45,9 @@ pub trait Hub: Send + Sync + 'static {
     /// reached nobody (the adapter could not publish it) or could not be encoded.
     async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError>;
 
+    /// Sends `position` as `sync:position` to every socket of its room, on every node.
+    async fn announce(&self, position: &Position) -> Result<(), BroadcastError>;
+
     /// This node's sockets and rooms.
     fn local(&self) -> LocalView;
 
@@ -87,6 +90,14 @@ impl<A: Adapter> Hub for SocketHub<A> {
                 Ok(sockets.len())
             }
             Err(error) => Err(error),
+        }
+    }
+
+    async fn announce(&self, position: &Position) -> Result<(), BroadcastError> {
+        match self.io.to(position.room.clone()).emit(super::SYNC_POSITION, position).await {
+            // A socket with a full buffer misses it; it is already being evicted.
+            Err(BroadcastError::Socket(_)) => Ok(()),
+            other => other,
         }
     }
 
