@@ -185,6 +185,48 @@ describe("limits and security", () => {
     await everyEventReaches(refreshing, "ray", 5);
   });
 
+  test("expiry holds for a socket that stops reading: at exp it leaves its rooms, whatever its buffer", async () => {
+    const key = "limits-api-key-limits-api-key-limits-0002";
+    const bridge = await start({ SOCKET_BUFFER: "64", API_KEYS: key, KAFKA_TOPICS: "inventory.updated" });
+    const exp = now() + 4;
+    const stuck = await open(bridge.url, { auth: { token: token("boss-x", { roles: ["admin"], expiresIn: 4 }) } });
+    assert.equal((await request(stuck, "subscribe:admin")).ok, true);
+    const adminSockets = async () => {
+      const stats = await (await fetch(`${bridge.url}/realtime/stats?top=50`, { headers: { "x-api-key": key } })).json();
+      return stats.rooms.find((r) => r.room === "admin:dashboard")?.sockets ?? 0;
+    };
+    // Stop reading and fill its buffer, so neither the notice nor the disconnect fits.
+    stuck.socket.io.engine.transport.ws._socket.pause();
+    const pad = "x".repeat(40 * 1024);
+    for (let i = 0; i < 150; i++) {
+      const res = await fetch(`${bridge.url}/realtime/broadcast/admin`, {
+        method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "fill", data: { i, pad } }),
+      });
+      assert.equal(res.status, 200);
+    }
+    assert.equal(await adminSockets(), 1);
+    await waitFor(async () => (await adminSockets()) === 0, { timeoutMs: 15000, what: "the expired socket out of admin:dashboard (not left to the 45 s heartbeat)" });
+    assert.ok(now() >= exp, "not before exp");
+  });
+
+  test("an admin demoted by auth:refresh while subscribing never stays in admin:dashboard", async () => {
+    const prefix = `e2e-demote-${Date.now()}:`;
+    const bridge = await start({ REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix });
+    for (let round = 0; round < 20; round++) {
+      const user = `demoted-${round}`;
+      const c = await open(bridge.url, { auth: { token: token(user, { roles: ["admin"] }) } });
+      // Both in flight at once: the subscribe joins (a Redis round trip) while the refresh runs.
+      const [sub, refreshed] = await Promise.all([
+        request(c, "subscribe:admin"),
+        c.socket.timeout(5000).emitWithAck("auth:refresh", { token: token(user, { roles: ["buyer"] }) }),
+      ]);
+      assert.equal(refreshed.ok, true, JSON.stringify(refreshed));
+      const after = await request(c, "subscribe:orders");
+      assert.ok(!after.rooms.includes("admin:dashboard"), `round ${round}: ${JSON.stringify({ sub, after })}`);
+      c.socket.close();
+    }
+  });
+
   test("hostile tokens are refused with a reason and never logged", async () => {
     const bridge = await start({});
     const body = { sub: "h", roles: ["admin"], exp: now() + 600 };

@@ -87,6 +87,11 @@ impl EventBudget {
         self.spend_at(Instant::now())
     }
 
+    /// Refuses every later event (the socket is being disconnected).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     fn spend_at(&self, now: Instant) -> Verdict {
         if self.closing.load(Ordering::Relaxed) {
             return Verdict::Closing;

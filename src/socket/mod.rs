@@ -260,6 +260,13 @@ fn register_events<A: Adapter>(s: &SocketRef<A>) {
             }
             if id.is_admin {
                 join_and_reply(&s, ack, history.as_ref(), &gate, ADMIN_ROOM).await;
+                // `auth:refresh` with a non-admin token may have run while this joined (it
+                // read the identity before): the identity now decides. Refresh stores the
+                // new identity before leaving the room, so one of the two always sees it.
+                if !s.extensions.get::<Identity>().is_some_and(|i| i.is_admin) {
+                    tracing::info!(sid = %s.id, user = %id.user_id, "admin role dropped while subscribing; left admin:dashboard");
+                    s.leave(ADMIN_ROOM);
+                }
             } else {
                 tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
                 reply(&s, ack, Some("forbidden: admin role required"));
@@ -336,12 +343,15 @@ async fn refresh<A: Adapter>(
                 Err(error) => fail(error.to_string()),
                 Ok(fresh) if fresh.user_id != identity.user_id => fail("the token is for another user".to_owned()),
                 Ok(fresh) => {
-                    if identity.is_admin && !fresh.is_admin {
-                        s.leave(ADMIN_ROOM);
-                    }
+                    let demoted = !fresh.is_admin;
                     session.refresh(fresh.expires_at);
                     let expires_at = fresh.expires_at;
+                    // The identity first, then the room: a concurrent `subscribe:admin`
+                    // checks the identity after joining (see there).
                     s.extensions.insert(fresh);
+                    if demoted {
+                        s.leave(ADMIN_ROOM);
+                    }
                     tracing::debug!(sid = %s.id, expires_at, "token refreshed");
                     Refreshed {
                         ok: true,

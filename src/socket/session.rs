@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use socketioxide::SocketError;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use super::limits::EventBudget;
 
 /// The expiry of the token a socket is connected with.
 #[derive(Debug)]
@@ -52,9 +55,19 @@ impl Session {
     }
 }
 
+/// How long an expired socket whose buffer is full is given to take its disconnect; it
+/// receives nothing meanwhile (it has left its rooms), and the Engine.IO heartbeat closes
+/// a socket that never reads again.
+const DISCONNECT_DEADLINE: Duration = Duration::from_secs(60);
+const DISCONNECT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// Disconnects `s` when its token expires (and was not refreshed in time). Telling the
 /// client with `auth:expired` and a Socket.IO disconnect (not a transport close) keeps
 /// socket.io-client from reconnecting with the same stale token.
+///
+/// Expiry holds whatever the socket does: at `exp` it leaves every room and its client
+/// events are refused at once, before the notice and the disconnect, which a socket that
+/// does not read (its buffer full) may only take later.
 pub async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
     loop {
         let exp = session.expires_at();
@@ -67,9 +80,22 @@ pub async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
                     continue;
                 }
                 tracing::info!(sid = %s.id, "token expired; disconnecting");
-                let _ = s.emit("auth:expired", &Expired { reason: "token expired: reconnect with a fresh token, or send auth:refresh before exp" });
-                let _ = s.disconnect();
-                return;
+                s.leave_all();
+                if let Some(budget) = s.extensions.get::<Arc<EventBudget>>() {
+                    budget.close();
+                }
+                let notice = Expired { reason: "token expired: reconnect with a fresh token, or send auth:refresh before exp" };
+                let deadline = tokio::time::Instant::now() + DISCONNECT_DEADLINE;
+                if super::replay::emit(&s, "auth:expired", &notice, deadline).await.is_err() {
+                    return tracing::info!(sid = %s.id, "expired socket gone or not reading; left to the heartbeat");
+                }
+                while tokio::time::Instant::now() < deadline {
+                    match s.clone().disconnect() {
+                        Err(SocketError::InternalChannelFull) => tokio::time::sleep(DISCONNECT_BACKOFF).await,
+                        _ => return,
+                    }
+                }
+                return tracing::info!(sid = %s.id, "expired socket not reading; left to the heartbeat");
             }
         }
     }
