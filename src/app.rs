@@ -106,6 +106,8 @@ impl App {
             // Clients send little (acks, pongs, a few events): a small read buffer per
             // socket (the default is 4 KiB); larger frames are still read, in more calls.
             .ws_read_buffer_size(1024)
+            // Sessions that never send a Socket.IO connect are closed this soon (default 45 s).
+            .connect_timeout(config.limits.connect_timeout)
             .with_state(limiter.clone())
             .with_state(verifier.clone())
             .with_state(stats.clone())
@@ -127,12 +129,12 @@ impl App {
                     hub: hub.clone(),
                     delivery: None,
                 };
-                (attach(layer), hub, Some(links))
+                (attach(layer, (limiter.clone(), stats.clone())), hub, Some(links))
             }
             None => {
                 let (layer, io) = builder.build_layer();
                 socket::register(&io);
-                (attach(layer), SocketHub::new(io, stats.clone()), None)
+                (attach(layer, (limiter.clone(), stats.clone())), SocketHub::new(io, stats.clone()), None)
             }
         };
 
@@ -393,8 +395,13 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
 /// Puts the Socket.IO layer (whatever its adapter) on the router.
 type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
 
-fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>) -> AttachSockets {
-    Box::new(move |router: Router| router.layer(layer).layer(axum::middleware::map_request(socket::detach_head)))
+fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>, admission: (Arc<socket::Limiter>, Arc<Stats>)) -> AttachSockets {
+    Box::new(move |router: Router| {
+        router
+            .layer(layer)
+            .layer(axum::middleware::map_request(socket::detach_head))
+            .layer(axum::middleware::from_fn_with_state(admission, socket::admit))
+    })
 }
 
 /// What this node has in Redis: the history and the adapter's pub/sub connection.

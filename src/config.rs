@@ -91,6 +91,10 @@ pub struct ClientLimits {
     pub socket_buffer: usize,
     /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Engine.IO sessions opened but not (yet) joined to Socket.IO this node holds at most.
+    pub max_pending_sessions: u32,
+    /// How long an Engine.IO session may wait for its Socket.IO connect before it is closed.
+    pub connect_timeout: Duration,
 }
 
 /// Service API keys accepted in `X-API-Key` by the REST API; never printed.
@@ -380,6 +384,8 @@ impl Config {
                     Some("true") | Some("1") => true,
                     Some(other) => return Err(invalid("TRUST_FORWARDED_FOR", format!("expected true or false, got {other:?}"))),
                 },
+                max_pending_sessions: parse_range(&get, "MAX_PENDING_SESSIONS", 2_000, 1..=1_000_000)?,
+                connect_timeout: Duration::from_secs(parse_range(&get, "CONNECT_TIMEOUT_SECS", 10, 1..=60)?),
             },
             redis_url: match get("REDIS_URL") {
                 Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {

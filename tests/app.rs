@@ -67,3 +67,30 @@ async fn handshake_errors_come_back_as_connect_error_with_a_reason() {
     assert!(reply.starts_with("40{\"sid\""), "{reply}");
     app.stop().await;
 }
+
+/// Opens an Engine.IO polling session and never connects to Socket.IO; the status.
+async fn open_session(app: &TestApp) -> (u16, String) {
+    let res = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn engine_sessions_without_a_connect_are_bounded_per_address_and_in_all() {
+    let app = spawn_app(&[("KAFKA_BROKERS", "127.0.0.1:1"), ("HANDSHAKES_PER_MINUTE_PER_IP", "5")]).await;
+    for _ in 0..10 {
+        assert_eq!(open_session(&app).await.0, 200, "twice the handshake budget");
+    }
+    let (status, body) = open_session(&app).await;
+    assert_eq!(status, 429);
+    assert!(body.contains("too many sessions opened without connecting"), "{body}");
+    // A request of an existing session is not a new one.
+    assert_eq!(app.status("/socket.io/?EIO=4&transport=polling&sid=unknown").await, 400);
+    app.stop().await;
+
+    let app = spawn_app(&[("KAFKA_BROKERS", "127.0.0.1:1"), ("MAX_PENDING_SESSIONS", "3")]).await;
+    for _ in 0..3 {
+        assert_eq!(open_session(&app).await.0, 200);
+    }
+    assert_eq!(open_session(&app).await.0, 429, "node-wide bound");
+    app.stop().await;
+}

@@ -281,6 +281,8 @@ async fn start_bridge(opts: &Opts, brokers: &str, connections: usize, offset_res
         ("LOG_LEVEL", "warn,realtime_bridge::app=info".to_owned()),
         ("MAX_CONNECTIONS", (connections + 100).to_string()),
         ("HANDSHAKES_PER_MINUTE_PER_IP", "1000000".to_owned()),
+        // The ramp opens thousands of sessions per second on purpose.
+        ("MAX_PENDING_SESSIONS", (connections + 100).to_string()),
         ("DEV_DEMO_RATE", "0".to_owned()),
     ]
     .into_iter()

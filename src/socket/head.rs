@@ -9,7 +9,7 @@ use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 
 /// Where socket.io-client connects.
-const SOCKET_IO_PATH: &str = "/socket.io";
+pub(super) const SOCKET_IO_PATH: &str = "/socket.io";
 
 /// Axum `map_request` middleware: detaches Socket.IO request heads from hyper's buffer
 /// (and drops their cookies).

@@ -32,6 +32,10 @@ pub enum LimitError {
     /// Too many handshakes from this address in the last minute.
     #[error("too many connection attempts from this address; retry later")]
     Handshakes,
+    /// Too many Engine.IO sessions opened (from this address, or in all) that have not
+    /// joined Socket.IO.
+    #[error("too many sessions opened without connecting; retry later")]
+    Sessions,
 }
 
 /// The shared counters and rate limiters.
@@ -40,6 +44,13 @@ pub struct Limiter {
     per_user: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
     handshakes: DefaultKeyedRateLimiter<IpAddr>,
+    /// Engine.IO sessions opened per address: twice the handshake budget, so a client that
+    /// connects is refused by the handshake limit first (with a reason it can read).
+    sessions_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Engine.IO sessions opened in all, at most `max_pending_sessions` per connect
+    /// timeout: a session either joins Socket.IO or is closed within that timeout, so this
+    /// bounds the sessions held without a connect (and the memory they cost).
+    sessions: DefaultDirectRateLimiter,
 }
 
 /// One socket's place in the connection counts; released when dropped.
@@ -126,7 +137,25 @@ impl Limiter {
             per_user: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
             handshakes: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(limits.handshakes_per_minute_per_ip))),
+            sessions_per_ip: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(
+                limits.handshakes_per_minute_per_ip.saturating_mul(2),
+            ))),
+            sessions: DefaultDirectRateLimiter::direct(
+                Quota::with_period(limits.connect_timeout / limits.max_pending_sessions.max(1))
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+                    .allow_burst(per(limits.max_pending_sessions)),
+            ),
         })
+    }
+
+    /// Counts a new Engine.IO session from `ip` (see the fields' docs).
+    pub fn open_session(&self, ip: Option<IpAddr>) -> Result<(), LimitError> {
+        if let Some(key) = ip.map(rate_key)
+            && self.sessions_per_ip.check_key(&key).is_err()
+        {
+            return Err(LimitError::Sessions);
+        }
+        self.sessions.check().map_err(|_| LimitError::Sessions)
     }
 
     /// Counts a handshake from `ip` against its per-minute budget. IPv6 clients are
@@ -179,6 +208,7 @@ impl Limiter {
     /// Forgets addresses whose budget has refilled, so the map does not grow forever.
     pub fn sweep(&self) {
         self.handshakes.retain_recent();
+        self.sessions_per_ip.retain_recent();
     }
 
     /// The client's address: the TCP peer, or with `trust_forwarded_for` the last
@@ -230,6 +260,8 @@ mod tests {
             max_payload_bytes: 1024,
             socket_buffer: 128,
             trust_forwarded_for: false,
+            max_pending_sessions: 4,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 
@@ -264,6 +296,20 @@ mod tests {
         assert!(verdicts[3..verdicts.len() - 1].iter().all(|v| *v == Verdict::Refused));
         assert_eq!(verdicts.last(), Some(&Verdict::Abusive));
         assert_eq!(b.spend(), Verdict::Closing, "abuse is reported once");
+    }
+
+    #[test]
+    fn engine_sessions_are_bounded_per_address_and_in_all() {
+        let l = Limiter::new(limits());
+        let (one, two, three): (IpAddr, IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        // Per address: twice the handshake budget (2 × 2).
+        for _ in 0..4 {
+            assert!(l.open_session(Some(one)).is_ok());
+        }
+        assert_eq!(l.open_session(Some(one)), Err(LimitError::Sessions));
+        // In all: 4 pending per connect timeout; `one` spent them.
+        assert_eq!(l.open_session(Some(two)), Err(LimitError::Sessions));
+        assert_eq!(l.open_session(Some(three)), Err(LimitError::Sessions));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `admin:dashboard` only for admins. No client event names a room, and a handshake
 //! position only resumes a room the socket may join anyway.
 
+mod admission;
 mod head;
 pub mod hub;
 mod limits;
@@ -12,6 +13,7 @@ mod replay;
 mod session;
 pub mod slow;
 
+pub use admission::admit;
 pub use head::detach_head;
 pub use limits::Limiter;
 
