@@ -229,6 +229,20 @@ describe("limits and security", () => {
     }
   });
 
+  test("replays are budgeted per address: asking again and again for a whole history is refused with a reason", async () => {
+    const bridge = await start({ REPLAY_PER_MINUTE_PER_IP: "30" });
+    const user = "replayer";
+    const first = await open(bridge.url, { auth: { token: token(user) } });
+    const origin = first.hello.positions[`user:${user}`];
+    await everyEventReaches(first, user, 20);
+    const resume = () => open(bridge.url, { auth: { token: token(user), positions: { [`user:${user}`]: origin } } });
+    const replayed = await resume();
+    assert.deepEqual(replayed.hello.recovery[`user:${user}`], { recovered: true, replayed: 20 });
+    const again = await resume();
+    assert.deepEqual(again.hello.recovery[`user:${user}`], { recovered: false, replayed: 0, reason: "replay-limited" });
+    assert.equal(again.of("order:updated").length, 0, "nothing of it replayed");
+  });
+
   test("hostile tokens are refused with a reason and never logged", async () => {
     const bridge = await start({});
     const body = { sub: "h", roles: ["admin"], exp: now() + 600 };

@@ -95,6 +95,8 @@ pub struct ClientLimits {
     pub max_pending_sessions: u32,
     /// How long an Engine.IO session may wait for its Socket.IO connect before it is closed.
     pub connect_timeout: Duration,
+    /// Envelopes replayed on reconnect per client address per minute (burst of the same size).
+    pub replay_per_minute_per_ip: u32,
 }
 
 /// Service API keys accepted in `X-API-Key` by the REST API; never printed.
@@ -386,6 +388,7 @@ impl Config {
                 },
                 max_pending_sessions: parse_range(&get, "MAX_PENDING_SESSIONS", 2_000, 1..=1_000_000)?,
                 connect_timeout: Duration::from_secs(parse_range(&get, "CONNECT_TIMEOUT_SECS", 10, 1..=60)?),
+                replay_per_minute_per_ip: parse_range(&get, "REPLAY_PER_MINUTE_PER_IP", 10_000, 1..=100_000_000)?,
             },
             redis_url: match get("REDIS_URL") {
                 Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {

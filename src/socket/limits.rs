@@ -51,6 +51,9 @@ pub struct Limiter {
     /// timeout: a session either joins Socket.IO or is closed within that timeout, so this
     /// bounds the sessions held without a connect (and the memory they cost).
     sessions: DefaultDirectRateLimiter,
+    /// Envelopes replayed per address: reconnecting again and again asking for the whole
+    /// history of busy rooms costs the node reads and bandwidth.
+    replays: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 /// One socket's place in the connection counts; released when dropped.
@@ -145,7 +148,19 @@ impl Limiter {
                     .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
                     .allow_burst(per(limits.max_pending_sessions)),
             ),
+            replays: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(limits.replay_per_minute_per_ip))),
         })
+    }
+
+    /// Spends `entries` replayed envelopes from `ip`'s budget; `false` when it cannot (then
+    /// nothing is spent and the room is reported `replay-limited`). An exhausted budget
+    /// refuses even 0, so a room is not read at all.
+    pub fn replay(&self, ip: Option<IpAddr>, entries: usize) -> bool {
+        let Some(key) = ip.map(rate_key) else {
+            return true;
+        };
+        let n = NonZeroU32::new(u32::try_from(entries).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        matches!(self.replays.check_key_n(&key, n), Ok(Ok(())))
     }
 
     /// Counts a new Engine.IO session from `ip` (see the fields' docs).
@@ -209,6 +224,7 @@ impl Limiter {
     pub fn sweep(&self) {
         self.handshakes.retain_recent();
         self.sessions_per_ip.retain_recent();
+        self.replays.retain_recent();
     }
 
     /// The client's address: the TCP peer, or with `trust_forwarded_for` the last
@@ -262,6 +278,7 @@ mod tests {
             trust_forwarded_for: false,
             max_pending_sessions: 4,
             connect_timeout: std::time::Duration::from_secs(10),
+            replay_per_minute_per_ip: 10,
         }
     }
 
@@ -310,6 +327,18 @@ mod tests {
         // In all: 4 pending per connect timeout; `one` spent them.
         assert_eq!(l.open_session(Some(two)), Err(LimitError::Sessions));
         assert_eq!(l.open_session(Some(three)), Err(LimitError::Sessions));
+    }
+
+    #[test]
+    fn replays_are_budgeted_per_address() {
+        let l = Limiter::new(limits());
+        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(l.replay(Some(one), 6));
+        assert!(!l.replay(Some(one), 6), "6 + 6 > 10 a minute");
+        assert!(l.replay(Some(one), 4));
+        assert!(!l.replay(Some(one), 0), "exhausted: not even a read");
+        assert!(l.replay(Some(two), 10), "another address has its own budget");
+        assert!(!l.replay(Some(two), 11), "more than the budget at once");
     }
 
     #[test]

@@ -179,6 +179,7 @@ async fn on_connect<A: Adapter>(
     State(stats): State<Arc<Stats>>,
     State(history): State<Arc<dyn History>>,
     State(gate): State<Arc<Gate>>,
+    State(limiter): State<Arc<Limiter>>,
     Extension(session): Extension<Arc<Session>>,
 ) {
     stats.connected();
@@ -199,7 +200,15 @@ async fn on_connect<A: Adapter>(
         }
         allowed.push((room, cursor));
     }
-    let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed).await;
+    let ip = limiter.client_ip(s.req_parts());
+    let budget = |entries: usize| {
+        let allowed = limiter.replay(ip, entries);
+        if !allowed {
+            stats.limit_refused("replay_per_ip");
+        }
+        allowed
+    };
+    let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed, &budget).await;
     let mut recovery = resumed.recovery;
     recovery.extend(refused);
     for r in recovery.values() {

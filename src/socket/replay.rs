@@ -71,14 +71,20 @@ pub struct Resumed<'g> {
     pub unsettled: Vec<Position>,
 }
 
+/// May this many more envelopes be replayed to the client (its address's budget)? Asked
+/// with 0 before each read of the history, so an exhausted budget costs no read.
+pub type ReplayBudget<'a> = &'a (dyn Fn(usize) -> bool + Sync);
+
 /// Replays what `s` missed in each of `resume`'s rooms and joins it to `join` (which
-/// includes those rooms).
+/// includes those rooms). A room over `budget` is reported `replay-limited`, nothing of
+/// it replayed.
 pub async fn resume<'g, A: Adapter>(
     s: &SocketRef<A>,
     history: &dyn History,
     gate: &'g Gate,
     join: &[String],
     resume: &[(String, Cursor)],
+    budget: ReplayBudget<'_>,
 ) -> Resumed<'g> {
     let deadline = Instant::now() + REPLAY_DEADLINE;
     let mut recovery = BTreeMap::new();
@@ -90,7 +96,7 @@ pub async fn resume<'g, A: Adapter>(
         let mut failed = None;
         // Again while new envelopes keep arriving, so little is left for the gated step.
         for _ in 0..CATCH_UP_ROUNDS {
-            match replay_gap(s, history, room, &cursor, deadline).await {
+            match replay_gap(s, history, room, &cursor, deadline, budget).await {
                 Ok((_, 0)) => break,
                 Ok((next, sent)) => (cursor, total) = (next, total + sent),
                 Err(failure) => {
@@ -115,7 +121,7 @@ pub async fn resume<'g, A: Adapter>(
     let gated = Instant::now() + GATED_WAIT;
     let mut positions = BTreeMap::new();
     for (room, cursor, sent) in caught_up {
-        let status = match replay_gap(s, history, room, &cursor, gated).await {
+        let status = match replay_gap(s, history, room, &cursor, gated, budget).await {
             Ok((last, more)) => {
                 positions.insert(room.to_owned(), last);
                 RoomRecovery {
@@ -221,7 +227,12 @@ async fn replay_gap<A: Adapter>(
     room: &str,
     cursor: &Cursor,
     deadline: Instant,
+    budget: ReplayBudget<'_>,
 ) -> Result<(Cursor, usize), RoomRecovery> {
+    const LIMITED: &str = "replay-limited";
+    if !budget(0) {
+        return Err(RoomRecovery::lost(LIMITED));
+    }
     let entries = match history.since(room, cursor).await {
         Ok(Replay::Complete(entries)) => entries,
         Ok(Replay::Lost(reason)) => {
@@ -236,6 +247,10 @@ async fn replay_gap<A: Adapter>(
             return Err(RoomRecovery::lost("history-unavailable"));
         }
     };
+    if !budget(entries.len()) {
+        tracing::info!(sid = %s.id, room, entries = entries.len(), "replay refused: the client's address is over its replay budget");
+        return Err(RoomRecovery::lost(LIMITED));
+    }
     let mut last = cursor.clone();
     for (sent, entry) in entries.iter().enumerate() {
         if let Err(reason) = emit(s, &entry.event, &entry.envelope, deadline).await {
