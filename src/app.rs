@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::FutureExt;
 use axum::Router;
 use axum::http::{HeaderValue, Method};
+use futures_util::FutureExt;
 use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio::net::TcpListener;
@@ -134,7 +134,11 @@ impl App {
             None => {
                 let (layer, io) = builder.build_layer();
                 socket::register(&io);
-                (attach(layer, (limiter.clone(), stats.clone())), SocketHub::new(io, stats.clone()), None)
+                (
+                    attach(layer, (limiter.clone(), stats.clone())),
+                    SocketHub::new(io, stats.clone()),
+                    None,
+                )
             }
         };
 

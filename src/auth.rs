@@ -295,8 +295,14 @@ mod tests {
     #[test]
     fn audience_and_issuer_are_checked_when_configured() {
         let exp = now() + 60;
-        let with_aud = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://id.example.com"}), SECRET);
-        let other_aud = sign(json!({"sub": "u", "exp": exp, "aud": ["billing"], "iss": "https://id.example.com"}), SECRET);
+        let with_aud = sign(
+            json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://id.example.com"}),
+            SECRET,
+        );
+        let other_aud = sign(
+            json!({"sub": "u", "exp": exp, "aud": ["billing"], "iss": "https://id.example.com"}),
+            SECRET,
+        );
         let bare = sign(json!({"sub": "u", "exp": exp}), SECRET);
         // Unconfigured: a token carrying aud / iss is accepted (it used to be "malformed").
         assert!(verifier().verify(&with_aud).is_ok());
@@ -306,7 +312,10 @@ mod tests {
         assert_eq!(v.verify(&with_aud).unwrap().user_id, "u");
         assert_eq!(v.verify(&other_aud), Err(AuthError::WrongAudience));
         assert_eq!(v.verify(&bare), Err(AuthError::WrongAudience), "aud is required once configured");
-        let wrong_iss = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://evil.example.com"}), SECRET);
+        let wrong_iss = sign(
+            json!({"sub": "u", "exp": exp, "aud": "shop-bridge", "iss": "https://evil.example.com"}),
+            SECRET,
+        );
         assert_eq!(v.verify(&wrong_iss), Err(AuthError::WrongIssuer));
         let no_iss = sign(json!({"sub": "u", "exp": exp, "aud": "shop-bridge"}), SECRET);
         assert_eq!(v.verify(&no_iss), Err(AuthError::WrongIssuer));

@@ -373,6 +373,8 @@ impl Config {
             history: HistoryLimits {
                 max_events: parse_range(&get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
                 max_age: Duration::from_secs(parse_range(&get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
+                max_room_bytes: parse_range(&get, "HISTORY_MAX_ROOM_BYTES", 4 << 20, 1_024..=1 << 30)?,
+                max_bytes: parse_range(&get, "HISTORY_MAX_BYTES", 256 << 20, 1_024..=64 << 30)?,
             },
             limits: ClientLimits {
                 max_connections_per_user: parse_range(&get, "MAX_CONNECTIONS_PER_USER", 5, 1..=1_000)?,

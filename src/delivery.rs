@@ -344,10 +344,7 @@ mod tests {
 
     fn delivery(hub: Arc<FlakyHub>) -> (Delivery, Arc<Gate>) {
         let gate = Arc::new(Gate::default());
-        let history = Arc::new(MemoryHistory::new(HistoryLimits {
-            max_events: 100,
-            max_age: Duration::from_secs(600),
-        }));
+        let history = Arc::new(MemoryHistory::new(HistoryLimits::count_and_age(100, Duration::from_secs(600))));
         let d = Delivery::new(
             hub,
             RoutingRules { low_stock_threshold: 5 },

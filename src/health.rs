@@ -191,7 +191,11 @@ impl Health {
             kafka: KafkaReport {
                 status: if joined { "up" } else { "connecting" },
                 consumer_restarts: self.consumer_restarts.load(Ordering::Relaxed),
-                dead_letter: if self.dead_letter_stuck.load(Ordering::Acquire) { "failing" } else { "ok" },
+                dead_letter: if self.dead_letter_stuck.load(Ordering::Acquire) {
+                    "failing"
+                } else {
+                    "ok"
+                },
                 assigned_partitions: self.assignment.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 embedded_broker: self.embedded_broker,
                 records_consumed: t.records_consumed,

@@ -12,10 +12,12 @@ const REQUEST_LOGGING_TARGETS: [&str; 1] = ["engineioxide::service::parser"];
 /// The filter for `level` (a `tracing` directive list), falling back to `info`.
 fn filter(level: &str) -> EnvFilter {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    REQUEST_LOGGING_TARGETS.iter().fold(filter, |f, target| match format!("{target}=info").parse() {
-        Ok(directive) => f.add_directive(directive),
-        Err(_) => f,
-    })
+    REQUEST_LOGGING_TARGETS
+        .iter()
+        .fold(filter, |f, target| match format!("{target}=info").parse() {
+            Ok(directive) => f.add_directive(directive),
+            Err(_) => f,
+        })
 }
 
 /// Installs the global subscriber; a second call (tests) is ignored.

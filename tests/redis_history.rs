@@ -10,7 +10,7 @@ use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, Repla
 async fn history(max_events: usize, max_age: Duration) -> RedisHistory {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
-    RedisHistory::connect(&url, &prefix, HistoryLimits { max_events, max_age }).expect("a valid Redis URL")
+    RedisHistory::connect(&url, &prefix, HistoryLimits::count_and_age(max_events, max_age)).expect("a valid Redis URL")
 }
 
 fn envelope(id: &str) -> Envelope {
@@ -96,10 +96,7 @@ async fn two_nodes_share_one_numbering() {
     // The same prefix from a second connection: another node of the same deployment.
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
-    let limits = HistoryLimits {
-        max_events: 1000,
-        max_age: Duration::from_secs(600),
-    };
+    let limits = HistoryLimits::count_and_age(1000, Duration::from_secs(600));
     let (a, b) = (
         RedisHistory::connect(&url, &prefix, limits).unwrap(),
         RedisHistory::connect(&url, &prefix, limits).unwrap(),
@@ -170,7 +167,12 @@ async fn a_replay_that_would_skip_or_repeat_entries_is_refused_whole() {
         .await
         .unwrap();
     // One entry in the middle gone (partial eviction, a manual XDEL): entries 1, 2, 4, 5.
-    let _: () = redis::cmd("XDEL").arg(&stream).arg(&entries.ids[2].id).query_async(&mut raw().await).await.unwrap();
+    let _: () = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&entries.ids[2].id)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
     let replay = h.since("holed", &Cursor { seq: 1, ..start.clone() }).await.unwrap();
     assert!(matches!(replay, Replay::Lost(_)), "not a partial replay: {replay:?}");
     assert_eq!(ids(h.since("holed", &Cursor { seq: 3, ..start }).await.unwrap()), ["3", "4"]);
@@ -184,4 +186,29 @@ async fn a_gap_longer_than_the_bound_is_refused_without_reading_the_stream() {
         h.append("long", "e", envelope(&i.to_string())).await.unwrap();
     }
     assert_eq!(h.since("long", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed));
+}
+
+#[tokio::test]
+async fn a_room_keeps_at_most_its_byte_budget_oldest_dropped_first() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
+    let limits = HistoryLimits {
+        max_room_bytes: 10_000,
+        ..HistoryLimits::count_and_age(1000, Duration::from_secs(600))
+    };
+    let h = RedisHistory::connect(&url, &prefix, limits).unwrap();
+    let start = h.head("big").await.unwrap();
+    for i in 0..10 {
+        let mut e = envelope(&i.to_string());
+        e.data = serde_json::json!({ "pad": "x".repeat(3_000) });
+        h.append("big", "e", e).await.unwrap();
+    }
+    let [stream, meta] = h.keys("big");
+    let mut conn = raw().await;
+    let len: usize = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    let bytes: usize = redis::cmd("HGET").arg(&meta).arg("b").query_async(&mut conn).await.unwrap();
+    assert_eq!(len, 3, "three 3 KB entries fit in 10 KB");
+    assert!(bytes <= 10_000 && bytes > 9_000, "{bytes}: the count is exact");
+    assert_eq!(h.since("big", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed));
+    assert_eq!(ids(h.since("big", &Cursor { seq: 7, ..start }).await.unwrap()), ["7", "8", "9"]);
 }

@@ -10,7 +10,9 @@ use common::{build_app, eventually, spawn};
 use realtime_bridge::faults::Fault;
 
 fn counter(health: &serde_json::Value, section: &str, name: &str) -> u64 {
-    health[section][name].as_u64().unwrap_or_else(|| panic!("{section}.{name} in {health}"))
+    health[section][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{section}.{name} in {health}"))
 }
 
 #[tokio::test]
@@ -21,10 +23,16 @@ async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_com
     let faults = app.faults();
     let app = spawn(app);
     eventually("readiness", || async { app.status("/health/ready").await == 200 }).await;
-    eventually("records flowing", || async { counter(&app.health().await, "kafka", "recordsConsumed") > 0 }).await;
+    eventually("records flowing", || async {
+        counter(&app.health().await, "kafka", "recordsConsumed") > 0
+    })
+    .await;
 
     faults.arm(Fault::ConsumerPanic, 1);
-    eventually("not ready after the consumer died", || async { app.status("/health/ready").await == 503 }).await;
+    eventually("not ready after the consumer died", || async {
+        app.status("/health/ready").await == 503
+    })
+    .await;
     let health = app.health().await;
     assert_eq!(health["kafka"]["status"], "connecting", "{health}");
     assert_eq!(counter(&health, "kafka", "consumerRestarts"), 1);
@@ -37,7 +45,10 @@ async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_com
     // The rebuilt consumer rejoins and consumes again; the process never stopped serving.
     let before = counter(&app.health().await, "socketio", "emits");
     eventually("ready again", || async { app.status("/health/ready").await == 200 }).await;
-    eventually("events delivered again", || async { counter(&app.health().await, "socketio", "emits") > before }).await;
+    eventually("events delivered again", || async {
+        counter(&app.health().await, "socketio", "emits") > before
+    })
+    .await;
     app.stop().await;
 }
 
@@ -47,7 +58,10 @@ async fn a_record_whose_handling_panics_is_dead_lettered_and_the_next_ones_deliv
     let faults = app.faults();
     let app = spawn(app);
     eventually("readiness", || async { app.status("/health/ready").await == 200 }).await;
-    eventually("records flowing", || async { counter(&app.health().await, "kafka", "recordsConsumed") > 0 }).await;
+    eventually("records flowing", || async {
+        counter(&app.health().await, "kafka", "recordsConsumed") > 0
+    })
+    .await;
 
     faults.arm(Fault::RecordPanic, 1);
     eventually("the record dead-lettered", || async {
@@ -55,7 +69,10 @@ async fn a_record_whose_handling_panics_is_dead_lettered_and_the_next_ones_deliv
     })
     .await;
     let emits = counter(&app.health().await, "socketio", "emits");
-    eventually("later records delivered", || async { counter(&app.health().await, "socketio", "emits") > emits }).await;
+    eventually("later records delivered", || async {
+        counter(&app.health().await, "socketio", "emits") > emits
+    })
+    .await;
     let health = app.health().await;
     assert_eq!(health["status"], "ok", "a poison record does not make the node unready: {health}");
     assert_eq!(counter(&health, "kafka", "consumerRestarts"), 0, "the consumer did not die");

@@ -76,26 +76,77 @@ pub trait History: Send + Sync + 'static {
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError>;
 }
 
-/// Bounds of a room's history.
+/// Bounds of the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
     /// Entries kept per room.
     pub max_events: usize,
     /// Age after which an entry is dropped.
     pub max_age: Duration,
+    /// Bytes kept per room (event name plus envelope JSON), oldest dropped first.
+    pub max_room_bytes: usize,
+    /// Bytes kept over all rooms by the in-memory store, oldest dropped first (with Redis,
+    /// its `maxmemory` is that bound).
+    pub max_bytes: usize,
+}
+
+impl HistoryLimits {
+    /// Limits for tests and tools: these counts and ages, generous byte budgets.
+    pub fn count_and_age(max_events: usize, max_age: Duration) -> Self {
+        HistoryLimits {
+            max_events,
+            max_age,
+            max_room_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What an entry costs against the byte budgets: its event name and envelope JSON.
+pub fn entry_bytes(event: &str, envelope: &Envelope) -> usize {
+    /// Counts what is written, keeps nothing.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing an envelope (strings, numbers, a JSON value) cannot fail.
+    let _ = serde_json::to_writer(&mut counter, envelope);
+    event.len() + counter.0
 }
 
 /// The in-process history (the default without Redis).
 pub struct MemoryHistory {
     limits: HistoryLimits,
-    rooms: Mutex<HashMap<String, Room>>,
+    rooms: Mutex<Rooms>,
+}
+
+/// Every room, plus what the global byte budget needs.
+#[derive(Default)]
+struct Rooms {
+    map: HashMap<Arc<str>, Room>,
+    /// Bytes held over all rooms.
+    bytes: usize,
+    /// Entries held over all rooms.
+    entries: usize,
+    /// `(room, seq)` of every append, oldest first: where the globally oldest entry is.
+    /// Records of entries already dropped by their room's own bounds are skipped when met,
+    /// and the queue is compacted when it holds twice as many records as entries.
+    order: VecDeque<(Arc<str>, u64)>,
 }
 
 struct Room {
     epoch: String,
     /// Sequence number of the next append.
     next_seq: u64,
-    entries: VecDeque<(Instant, Arc<Entry>)>,
+    entries: VecDeque<(Instant, usize, Arc<Entry>)>,
+    bytes: usize,
     last_used: Instant,
 }
 
@@ -105,6 +156,7 @@ impl Room {
             epoch: format!("{:016x}", rand::random::<u64>()),
             next_seq: 1,
             entries: VecDeque::new(),
+            bytes: 0,
             last_used: now,
         }
     }
@@ -114,16 +166,66 @@ impl Room {
         self.next_seq - self.entries.len() as u64
     }
 
-    fn trim(&mut self, now: Instant, limits: HistoryLimits) {
-        while self.entries.len() > limits.max_events {
-            self.entries.pop_front();
+    /// Drops the oldest entry; returns its size.
+    fn pop(&mut self) -> usize {
+        let size = self.entries.pop_front().map_or(0, |(_, size, _)| size);
+        self.bytes -= size;
+        size
+    }
+
+    /// Applies the room's bounds; returns (entries, bytes) dropped.
+    fn trim(&mut self, now: Instant, limits: HistoryLimits) -> (usize, usize) {
+        let (mut entries, mut bytes) = (0, 0);
+        while let Some((at, _, _)) = self.entries.front() {
+            let over = self.entries.len() > limits.max_events
+                || self.bytes > limits.max_room_bytes
+                || now.saturating_duration_since(*at) > limits.max_age;
+            if !over {
+                break;
+            }
+            bytes += self.pop();
+            entries += 1;
         }
-        while self
-            .entries
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > limits.max_age)
-        {
-            self.entries.pop_front();
+        (entries, bytes)
+    }
+}
+
+impl Rooms {
+    /// The room's state (a new epoch when it has none) and its shared name.
+    fn room(&mut self, room: &str, now: Instant) -> (Arc<str>, &mut Room) {
+        let key: Arc<str> = match self.map.get_key_value(room) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(room),
+        };
+        (key.clone(), self.map.entry(key).or_insert_with(|| Room::new(now)))
+    }
+
+    fn trim_room(&mut self, room: &str, now: Instant, limits: HistoryLimits) {
+        if let Some(state) = self.map.get_mut(room) {
+            let (entries, bytes) = state.trim(now, limits);
+            self.entries -= entries;
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Drops the globally oldest entries until the total is within `max_bytes`.
+    fn trim_total(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
+            let Some((room, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(state) = self.map.get_mut(&room)
+                && !state.entries.is_empty()
+                && state.first_seq() == seq
+            {
+                self.bytes -= state.pop();
+                self.entries -= 1;
+            }
+        }
+        if self.order.len() > 2 * self.entries + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(room, seq)| map.get(room).is_some_and(|r| !r.entries.is_empty() && *seq >= r.first_seq()));
         }
     }
 }
@@ -137,7 +239,7 @@ impl MemoryHistory {
     pub fn new(limits: HistoryLimits) -> Self {
         MemoryHistory {
             limits,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::default()),
         }
     }
 
@@ -146,16 +248,21 @@ impl MemoryHistory {
     pub fn sweep(&self, now: Instant) -> usize {
         let idle_ttl = Self::IDLE_ROOM_TTL.max(self.limits.max_age);
         let mut rooms = self.lock();
-        rooms.retain(|_, room| {
-            room.trim(now, self.limits);
+        let Rooms { map, bytes, entries, .. } = &mut *rooms;
+        map.retain(|_, room| {
+            let (e, b) = room.trim(now, self.limits);
+            *entries -= e;
+            *bytes -= b;
             !room.entries.is_empty() || now.saturating_duration_since(room.last_used) < idle_ttl
         });
-        rooms.len()
+        let count = map.len();
+        rooms.trim_total(self.limits.max_bytes);
+        count
     }
 
     /// Total entries held, over all rooms.
     pub fn len(&self) -> usize {
-        self.lock().values().map(|r| r.entries.len()).sum()
+        self.lock().entries
     }
 
     /// Whether no entry is held.
@@ -163,7 +270,12 @@ impl MemoryHistory {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+    /// Total bytes held, over all rooms.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rooms> {
         // A panic while holding the lock leaves plain data behind, still consistent enough
         // to serve; poisoning would turn one bug into a dead service.
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
@@ -171,26 +283,33 @@ impl MemoryHistory {
 
     fn append_at(&self, room: &str, event: &str, mut envelope: Envelope, now: Instant) -> Arc<Entry> {
         let mut rooms = self.lock();
-        let state = rooms.entry(room.to_owned()).or_insert_with(|| Room::new(now));
+        let (key, state) = rooms.room(room, now);
         envelope.position = Some(Position {
             room: room.to_owned(),
             epoch: state.epoch.clone(),
             seq: state.next_seq,
         });
+        let size = entry_bytes(event, &envelope);
         let entry = Arc::new(Entry {
             event: event.to_owned(),
             envelope,
         });
+        let seq = state.next_seq;
         state.next_seq += 1;
         state.last_used = now;
-        state.entries.push_back((now, entry.clone()));
-        state.trim(now, self.limits);
+        state.entries.push_back((now, size, entry.clone()));
+        state.bytes += size;
+        rooms.bytes += size;
+        rooms.entries += 1;
+        rooms.order.push_back((key, seq));
+        rooms.trim_room(room, now, self.limits);
+        rooms.trim_total(self.limits.max_bytes);
         entry
     }
 
     fn head_at(&self, room: &str, now: Instant) -> Cursor {
         let mut rooms = self.lock();
-        let state = rooms.entry(room.to_owned()).or_insert_with(|| Room::new(now));
+        let (_, state) = rooms.room(room, now);
         state.last_used = now;
         Cursor {
             epoch: state.epoch.clone(),
@@ -200,10 +319,10 @@ impl MemoryHistory {
 
     fn since_at(&self, room: &str, cursor: &Cursor, now: Instant) -> Replay {
         let mut rooms = self.lock();
-        let Some(state) = rooms.get_mut(room) else {
+        rooms.trim_room(room, now, self.limits);
+        let Some(state) = rooms.map.get(room) else {
             return Replay::Lost(LostReason::EpochChanged);
         };
-        state.trim(now, self.limits);
         if state.epoch != cursor.epoch {
             return Replay::Lost(LostReason::EpochChanged);
         }
@@ -215,7 +334,7 @@ impl MemoryHistory {
             return Replay::Lost(LostReason::Trimmed);
         }
         let skip = (cursor.seq + 1 - state.first_seq()) as usize;
-        Replay::Complete(state.entries.iter().skip(skip).map(|(_, e)| e.clone()).collect())
+        Replay::Complete(state.entries.iter().skip(skip).map(|(_, _, e)| e.clone()).collect())
     }
 }
 
@@ -241,10 +360,7 @@ mod tests {
     const ROOM: &str = "user:42";
 
     fn history(max_events: usize, max_age_secs: u64) -> MemoryHistory {
-        MemoryHistory::new(HistoryLimits {
-            max_events,
-            max_age: Duration::from_secs(max_age_secs),
-        })
+        MemoryHistory::new(HistoryLimits::count_and_age(max_events, Duration::from_secs(max_age_secs)))
     }
 
     fn envelope(id: &str) -> Envelope {
@@ -264,6 +380,62 @@ mod tests {
             Replay::Complete(entries) => entries.iter().map(|e| e.envelope.id.clone()).collect(),
             Replay::Lost(reason) => panic!("expected a complete replay, got {reason:?}"),
         }
+    }
+
+    fn padded(id: &str, bytes: usize) -> Envelope {
+        Envelope {
+            data: serde_json::json!({ "pad": "x".repeat(bytes) }),
+            ..envelope(id)
+        }
+    }
+
+    #[test]
+    fn a_room_keeps_at_most_its_byte_budget_oldest_dropped_first() {
+        let h = MemoryHistory::new(HistoryLimits {
+            max_room_bytes: 10_000,
+            ..HistoryLimits::count_and_age(1_000, Duration::from_secs(600))
+        });
+        let now = Instant::now();
+        let start = h.head_at(ROOM, now);
+        for i in 0..10 {
+            h.append_at(ROOM, "e", padded(&i.to_string(), 3_000), now);
+        }
+        assert!(h.bytes() <= 10_000, "{}", h.bytes());
+        assert_eq!(h.len(), 3, "three 3 KB entries fit in 10 KB");
+        assert_eq!(h.since_at(ROOM, &start, now), Replay::Lost(LostReason::Trimmed));
+        assert_eq!(ids(h.since_at(ROOM, &Cursor { seq: 7, ..start }, now)), ["7", "8", "9"]);
+    }
+
+    #[test]
+    fn all_rooms_together_keep_at_most_the_total_budget_oldest_dropped_first() {
+        let h = MemoryHistory::new(HistoryLimits {
+            max_bytes: 20_000,
+            ..HistoryLimits::count_and_age(1_000, Duration::from_secs(600))
+        });
+        let now = Instant::now();
+        let old = h.head_at("user:old", now);
+        h.append_at("user:old", "e", padded("old", 3_000), now);
+        // Many rooms, each well within its own bounds: the total is what overflows.
+        for i in 0..1_000 {
+            h.append_at(&format!("user:{i}"), "e", padded(&i.to_string(), 3_000), now);
+        }
+        assert!(h.bytes() <= 20_000, "{}", h.bytes());
+        assert_eq!(
+            h.since_at("user:old", &old, now),
+            Replay::Lost(LostReason::Trimmed),
+            "the oldest went first"
+        );
+        let newest = Cursor {
+            seq: 0,
+            ..h.head_at("user:999", now)
+        };
+        assert_eq!(ids(h.since_at("user:999", &newest, now)), ["999"]);
+        let rooms = h.lock();
+        assert!(
+            rooms.order.len() <= 2 * rooms.entries + 64,
+            "the order queue stays bounded: {}",
+            rooms.order.len()
+        );
     }
 
     #[test]

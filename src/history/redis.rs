@@ -1,11 +1,13 @@
-//! The replay history in Redis, shared by every node: a stream per room, bounded by count
-//! (`MAXLEN`) and age (`MINID` on the stream's time-based ids), next to the room's epoch and
+//! The replay history in Redis, shared by every node: a stream per room, bounded by count,
+//! bytes and age (the stream's ids are times), next to the room's epoch and
 //! sequence counter. Each operation is one Lua script, so appends are atomic and numbered
 //! without gaps even with several nodes appending to the same room.
 //!
 //! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot):
 //! `<prefix>{<room>}:s` the stream (fields `n` seq, `e` event, `v` envelope JSON),
-//! `<prefix>{<room>}:m` a hash holding the epoch (`e`) and the last seq (`n`). Both expire
+//! `<prefix>{<room>}:m` a hash holding the epoch (`e`), the last seq (`n`) and the bytes
+//! the stream holds (`b`: event names plus envelopes, kept exact by trimming the oldest
+//! entries one by one in the append script, by count, bytes and age). Both expire
 //! after [`super::MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without events; a room
 //! that comes back gets a new epoch.
 //!
@@ -31,13 +33,23 @@ local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[6]
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0, 'b', 0)
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'n', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], '*', 'n', seq, 'e', ARGV[1], 'v', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'n', seq, 'e', ARGV[1], 'v', ARGV[2])
+local bytes = redis.call('HINCRBY', KEYS[2], 'b', #ARGV[1] + #ARGV[2])
+local len = redis.call('XLEN', KEYS[1])
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[4])))
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+-- Oldest first, one by one, so the byte count stays exact: count, bytes, age.
+while len > 0 do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local first_ms = tonumber(string.match(first[1], '^(%d+)'))
+  if len <= tonumber(ARGV[3]) and bytes <= tonumber(ARGV[7]) and first_ms >= min_ms then break end
+  redis.call('XDEL', KEYS[1], first[1])
+  bytes = redis.call('HINCRBY', KEYS[2], 'b', -(#first[2][4] + #first[2][6]))
+  len = len - 1
+end
 for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return {epoch, seq}
 ";
@@ -48,7 +60,7 @@ local epoch, head = m[1], tonumber(m[2] or '0')
 if not epoch then
   epoch, head = ARGV[1], 0
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0)
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0, 'b', 0)
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {epoch, head}
@@ -64,12 +76,13 @@ if after == head then return {'ok'} end
 local want = head - after
 -- More than the stream can hold, or holds now: known without reading a single entry.
 if want > tonumber(ARGV[4]) then return {'lost', 'history-trimmed'} end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XTRIM', KEYS[1], 'MINID', tostring(now_ms - tonumber(ARGV[3])))
 if redis.call('XLEN', KEYS[1]) < want then return {'lost', 'history-trimmed'} end
 local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', want)
 if #entries < want then return {'lost', 'history-trimmed'} end
+-- Past the age bound (appends drop such entries; a quiet room may still hold them).
+local t = redis.call('TIME')
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+if tonumber(string.match(entries[#entries][1], '^(%d+)')) < min_ms then return {'lost', 'history-trimmed'} end
 local out = {'ok'}
 local expected = after + 1
 for i = #entries, 1, -1 do
@@ -157,6 +170,7 @@ impl History for RedisHistory {
             .arg(self.limits.max_age.as_millis() as u64)
             .arg(self.idle_ttl_secs())
             .arg(fresh_epoch())
+            .arg(self.limits.max_room_bytes)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

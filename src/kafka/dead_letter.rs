@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(header(&m, HEADER_OFFSET), Some("41"));
         assert_eq!(header(&m, HEADER_TOPIC), Some("order.updated"));
         let cut = header(&m, HEADER_TRUNCATED).unwrap();
-        assert!(cut.contains("value 50000 bytes") && cut.contains("1 source headers dropped"), "{cut}");
+        assert!(
+            cut.contains("value 50000 bytes") && cut.contains("1 source headers dropped"),
+            "{cut}"
+        );
         assert!(header(&m, "trace").is_none());
     }
 

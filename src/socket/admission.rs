@@ -26,7 +26,11 @@ pub async fn admit(State((limiter, stats)): State<(Arc<Limiter>, Arc<Stats>)>, r
     if let Err(error) = limiter.open_session(limiter.client_ip(&parts)) {
         stats.limit_refused("engine_sessions");
         tracing::debug!(%error, "Engine.IO session refused");
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({ "error": error.to_string() }))).into_response();
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(serde_json::json!({ "error": error.to_string() })),
+        )
+            .into_response();
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         return response;
     }

@@ -114,8 +114,14 @@ impl EventBudget {
             return Verdict::Allowed;
         }
         let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
-        if strikes.since.is_none_or(|since| now.saturating_duration_since(since) >= STRIKE_WINDOW) {
-            *strikes = Strikes { count: 0, since: Some(now) };
+        if strikes
+            .since
+            .is_none_or(|since| now.saturating_duration_since(since) >= STRIKE_WINDOW)
+        {
+            *strikes = Strikes {
+                count: 0,
+                since: Some(now),
+            };
         }
         strikes.count += 1;
         if strikes.count < ABUSE_STRIKES {
@@ -140,9 +146,7 @@ impl Limiter {
             per_user: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
             handshakes: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(limits.handshakes_per_minute_per_ip))),
-            sessions_per_ip: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(
-                limits.handshakes_per_minute_per_ip.saturating_mul(2),
-            ))),
+            sessions_per_ip: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per(limits.handshakes_per_minute_per_ip.saturating_mul(2)))),
             sessions: DefaultDirectRateLimiter::direct(
                 Quota::with_period(limits.connect_timeout / limits.max_pending_sessions.max(1))
                     .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -318,7 +322,11 @@ mod tests {
     #[test]
     fn engine_sessions_are_bounded_per_address_and_in_all() {
         let l = Limiter::new(limits());
-        let (one, two, three): (IpAddr, IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let (one, two, three): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
         // Per address: twice the handshake budget (2 × 2).
         for _ in 0..4 {
             assert!(l.open_session(Some(one)).is_ok());
@@ -348,7 +356,11 @@ mod tests {
         let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
         assert!(l.handshake(Some(a)).is_ok());
         assert!(l.handshake(Some(b)).is_ok());
-        assert_eq!(l.handshake(Some(a)), Err(LimitError::Handshakes), "rotating within the /64 does not help");
+        assert_eq!(
+            l.handshake(Some(a)),
+            Err(LimitError::Handshakes),
+            "rotating within the /64 does not help"
+        );
         assert!(l.handshake(Some("2001:db8:1:3::1".parse().unwrap())).is_ok(), "another /64");
         assert_eq!(rate_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
     }

@@ -172,6 +172,8 @@ struct Reply {
     positions: BTreeMap<String, Cursor>,
 }
 
+// A socketioxide handler: each argument is an extractor, not a parameter callers pass.
+#[allow(clippy::too_many_arguments)]
 async fn on_connect<A: Adapter>(
     s: SocketRef<A>,
     Extension(identity): Extension<Identity>,
