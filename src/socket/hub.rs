@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use socketioxide::adapter::Adapter;
-use socketioxide::{BroadcastError, SocketError, SocketIo};
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::{AdapterError, BroadcastError, SocketError, SocketIo};
 
 use super::slow;
 use crate::events::{Envelope, Position};
@@ -73,12 +74,27 @@ impl<A: Adapter> SocketHub<A> {
     pub fn new(io: SocketIo<A>, stats: Arc<Stats>) -> Arc<Self> {
         Arc::new(SocketHub { io, stats })
     }
+
+    /// The default namespace, once registered: with Redis it exists only after its
+    /// adapter channels were subscribed (socketioxide's `io.to(…)` and friends panic
+    /// before that, and Redis may be away at start).
+    fn ns(&self) -> Option<BroadcastOperators<A>> {
+        self.io.of("/")
+    }
+}
+
+/// An emit before the namespace exists reached nobody: retried like an adapter failure.
+fn not_registered() -> BroadcastError {
+    BroadcastError::Adapter(AdapterError(Box::new(std::io::Error::other(
+        "the Socket.IO namespace is not registered yet (Redis unreachable since start)",
+    ))))
 }
 
 #[async_trait]
 impl<A: Adapter> Hub for SocketHub<A> {
     async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
-        match self.io.to(room.to_owned()).emit(event, envelope).await {
+        let ns = self.ns().ok_or_else(not_registered)?;
+        match ns.to(room.to_owned()).emit(event, envelope).await {
             Ok(()) => Ok(0),
             Err(BroadcastError::Socket(sockets)) => {
                 tracing::warn!(room, event, id = %envelope.id, missed = sockets.len(), "some sockets could not take an emit");
@@ -94,7 +110,8 @@ impl<A: Adapter> Hub for SocketHub<A> {
     }
 
     async fn announce(&self, position: &Position) -> Result<(), BroadcastError> {
-        match self.io.to(position.room.clone()).emit(super::SYNC_POSITION, position).await {
+        let ns = self.ns().ok_or_else(not_registered)?;
+        match ns.to(position.room.clone()).emit(super::SYNC_POSITION, position).await {
             // A socket with a full buffer misses it; it is already being evicted.
             Err(BroadcastError::Socket(_)) => Ok(()),
             other => other,
@@ -102,7 +119,7 @@ impl<A: Adapter> Hub for SocketHub<A> {
     }
 
     fn local(&self) -> LocalView {
-        let sockets = self.io.sockets();
+        let sockets = self.ns().map(|ns| ns.sockets()).unwrap_or_default();
         let mut rooms: HashMap<String, usize> = HashMap::new();
         for s in &sockets {
             for room in s.rooms() {
@@ -116,7 +133,8 @@ impl<A: Adapter> Hub for SocketHub<A> {
     }
 
     async fn cluster(&self) -> Result<ClusterView, String> {
-        let (sockets, rooms) = tokio::join!(self.io.fetch_sockets(), self.io.rooms());
+        let ns = self.ns().ok_or("the Socket.IO namespace is not registered yet (Redis unreachable)")?;
+        let (sockets, rooms) = tokio::join!(ns.clone().fetch_sockets(), ns.rooms());
         let (sockets, rooms) = (sockets.map_err(|e| e.to_string())?, rooms.map_err(|e| e.to_string())?);
         let mut nodes = BTreeMap::new();
         for s in &sockets {
@@ -141,7 +159,9 @@ impl<A: Adapter> Hub for SocketHub<A> {
                         seq: head.seq,
                     };
                     // A socket with a full buffer misses it; it is already being evicted.
-                    let _ = self.io.local().to(room).emit(super::SYNC_POSITION, &position).await;
+                    if let Some(ns) = self.ns() {
+                        let _ = ns.local().to(room).emit(super::SYNC_POSITION, &position).await;
+                    }
                     announced += 1;
                 }
                 Err(error) => tracing::warn!(room, %error, "no head to announce"),
