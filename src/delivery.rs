@@ -360,6 +360,43 @@ mod tests {
         crate::routing::admin_event("test", serde_json::json!({"n": id}), &Source::rest())
     }
 
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        /// Whatever a record's metadata — topic, partition, offset, timestamp of any value —
+        /// and value, handling it delivers it or rejects it (for the dead-letter topic); it
+        /// never panics. Valid values are mixed in so the delivery path sees odd metadata too.
+        #[test]
+        fn any_record_metadata_is_delivered_or_rejected(
+            topic in proptest::prop_oneof![
+                proptest::sample::select(vec!["order.updated", "order.created", "inventory.updated", "product.updated"]).prop_map(str::to_owned),
+                "order\\.[a-z0-9_-]{1,70}",
+                ".{0,300}",
+            ],
+            partition in proptest::prelude::any::<i32>(),
+            offset in proptest::prelude::any::<i64>(),
+            timestamp in proptest::option::of(proptest::prop_oneof![
+                proptest::prelude::any::<i64>(),
+                proptest::prelude::Just(i64::MAX),
+                proptest::prelude::Just(i64::MIN),
+                proptest::prelude::Just(1_795_359_845_123_000_i64),
+            ]),
+            value in proptest::option::of(proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                proptest::prelude::Just(br#"{"orderId":"o-1","buyerId":"u-1","status":"paid"}"#.to_vec()),
+                proptest::prelude::Just(br#"{"productId":"p-1","stock":3,"previousStock":9}"#.to_vec()),
+            ]),
+        ) {
+            let hub = Arc::new(FlakyHub::default());
+            hub.up.store(true, Ordering::SeqCst);
+            let (d, _) = delivery(hub);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let record = Record { topic: &topic, partition, offset, timestamp_ms: timestamp, payload: value.as_deref() };
+            let outcome = rt.block_on(d.handle_record(record, &CancellationToken::new()));
+            proptest::prop_assert!(matches!(outcome, Ok(Outcome::Delivered | Outcome::Rejected(_))), "{outcome:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_retried_emit_holds_no_lock_handshakes_wait_on() {
         let hub = Arc::new(FlakyHub::default());
