@@ -3,6 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import {
   bridgeEnv, connect, producer, request, startBridge, startBroker, token, waitFor,
 } from "./harness.mjs";
@@ -40,6 +41,27 @@ describe("REST API against the running bridge", () => {
     await kafka?.disconnect();
     assert.equal(await bridge?.stop(), 0);
     await broker?.stop();
+  });
+
+  test("junk requests (random methods, paths, query keys, sessions never connected): /metrics and memory stay bounded", async (t) => {
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${bridge.proc.pid}/status`, "utf8"))[1]) * 1024;
+    const metricsSize = async () => (await (await fetch(`${bridge.url}/metrics`)).text()).length;
+    const junk = async (i) => {
+      const method = `J${Math.random().toString(36).slice(2, 8).toUpperCase()}`;
+      const path = `/${Math.random().toString(36).slice(2)}/${i}?${Math.random().toString(36).slice(2)}=${i}`;
+      await fetch(bridge.url + path, { method }).then((r) => r.arrayBuffer()).catch(() => {});
+      await fetch(`${bridge.url}/socket.io/?EIO=4&transport=polling&${Math.random().toString(36).slice(2)}=1`).then((r) => r.arrayBuffer()).catch(() => {});
+    };
+    // Warm-up, past the per-address session budget (240 a minute): every bounded series exists.
+    for (let i = 0; i < 300; i++) await junk(i);
+    await metricsSize(); // its own request's series, too
+    const [size0, rss0] = [await metricsSize(), rss()];
+    for (let i = 0; i < 2000; i++) await junk(i);
+    const [size1, rss1] = [await metricsSize(), rss()];
+    t.diagnostic(`/metrics ${size0} → ${size1} bytes; RSS ${(rss0 / 2 ** 20).toFixed(1)} → ${(rss1 / 2 ** 20).toFixed(1)} MiB after 4 000 junk requests`);
+    assert.ok(size1 - size0 < 1024, `/metrics grew by ${size1 - size0} bytes`);
+    assert.ok(rss1 - rss0 < 32 * 2 ** 20, `RSS grew by ${rss1 - rss0} bytes`);
+    assert.equal((await bridge.health()).status, 200);
   });
 
   test("a notification reaches the user's devices and nobody else", async () => {

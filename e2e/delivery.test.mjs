@@ -163,6 +163,48 @@ describe("no event lost", () => {
     assert.equal((await counters(bridge)).recordsDeadLettered, 3);
   });
 
+  test("a hostile producer: odd metadata and values between good ones — the good arrive in order, the bad are dead-lettered, the bridge stays ready", async () => {
+    broker.createTopics(["order.hostile", "e2e.dlq.hostile"], 1);
+    const hb = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.hostile", KAFKA_DLQ_TOPIC: "e2e.dlq.hostile" }));
+    cleanups.push(() => hb.stop());
+    await hb.ready();
+    const c = recordingClient(hb.url, token("hana"));
+    cleanups.push(() => c.socket.close());
+    await waitFor(() => c.hellos().length === 1, { what: "connection" });
+    const good = (n) => JSON.stringify({ orderId: `H-${n}`, buyerId: "hana", status: "paid" });
+    const binary = Buffer.from([0, 0xff, 0xfe, 0x80, 0x0a]);
+    const manyHeaders = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`h${i}`, i % 2 ? binary : `v${i}`]));
+    await kafka.sendRaw("order.hostile", [
+      { value: good(1) },
+      // A producer writing microseconds (Date.now() * 1000): a time past year 9999.
+      { value: good(2), timestamp: String(Date.now() * 1000) },
+      { value: Buffer.from([0, 0xff, 0x7b]), key: binary, headers: manyHeaders },
+      { value: good(3), timestamp: "0" },
+      { value: good(4), key: "k".repeat(100 * 1024), headers: manyHeaders },
+      { value: null },
+      { value: good(5), timestamp: String(8.64e15) },
+      { value: "[1,2,3]" },
+      { value: good(6) },
+    ]);
+    await waitFor(() => orderIds(c, "order:hostile").length === 6, { what: "the six good events" });
+    assert.deepEqual(orderIds(c, "order:hostile"), ["H-1", "H-2", "H-3", "H-4", "H-5", "H-6"]);
+    const at = (id) => c.of("order:hostile").find((e) => e.payload.data.orderId === id).payload.occurredAt;
+    assert.equal(at("H-3"), "1970-01-01T00:00:00.000Z", "a writable record time is kept");
+    for (const id of ["H-2", "H-5"]) assert.ok(Math.abs(Date.parse(at(id)) - Date.now()) < 120000, `${id}: the bridge's own time, ${at(id)}`);
+
+    const letters = (await readTopic(broker.brokers, "e2e.dlq.hostile", 3)).sort((a, b) => a.offset - b.offset);
+    assert.match(letters[0].headers["dlq.error"], /invalid payload|expected a JSON object/);
+    assert.equal(letters[0].headers.h0, "v0", "the source headers are copied");
+    assert.equal(Object.keys(letters[0].headers).filter((h) => /^h\d+$/.test(h)).length, 100);
+    assert.match(letters[1].headers["dlq.error"], /no payload/);
+    assert.match(letters[2].headers["dlq.error"], /expected a JSON object/);
+    const health = await hb.health();
+    assert.equal(health.status, 200, JSON.stringify(health.body));
+    assert.equal(health.body.kafka.consumerRestarts, 0);
+    await kafka.sendRaw("order.hostile", [{ value: good(7) }]);
+    await waitFor(() => orderIds(c, "order:hostile").length === 7, { what: "still consuming" });
+  });
+
   test("when the dead-letter topic cannot take a poison record, its partition waits instead of skipping it", async () => {
     const late = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.late", KAFKA_DLQ_TOPIC: "e2e.dlq.late" }));
     cleanups.push(() => late.stop());
