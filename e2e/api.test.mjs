@@ -44,6 +44,9 @@ describe("REST API against the running bridge", () => {
   });
 
   test("junk requests (random methods, paths, query keys, sessions never connected): /metrics and memory stay bounded", async (t) => {
+    // A bridge of its own: the junk spends this address's session budget.
+    const bridge = await startBridge(bridgeEnv(broker.brokers, { API_KEYS: API_KEY }));
+    await bridge.ready();
     const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${bridge.proc.pid}/status`, "utf8"))[1]) * 1024;
     const metricsSize = async () => (await (await fetch(`${bridge.url}/metrics`)).text()).length;
     const junk = async (i) => {
@@ -62,6 +65,7 @@ describe("REST API against the running bridge", () => {
     assert.ok(size1 - size0 < 1024, `/metrics grew by ${size1 - size0} bytes`);
     assert.ok(rss1 - rss0 < 32 * 2 ** 20, `RSS grew by ${rss1 - rss0} bytes`);
     assert.equal((await bridge.health()).status, 200);
+    assert.equal(await bridge.stop(), 0);
   });
 
   test("a notification reaches the user's devices and nobody else", async () => {

@@ -116,7 +116,8 @@ describe("limits and security", () => {
   test("a socket too slow for its events is evicted, reconnects and replays; the consumer and others never wait", async (t) => {
     const key = "limits-api-key-limits-api-key-limits-0001";
     // No Kafka backlog here: the earlier tests' order events would reach the admins too.
-    const bridge = await start({ SOCKET_BUFFER: "64", API_KEYS: key, KAFKA_TOPICS: "inventory.updated" });
+    // 400 × 40 KB is 16 MB of admin events: the room's history must hold them all to replay them.
+    const bridge = await start({ SOCKET_BUFFER: "64", API_KEYS: key, KAFKA_TOPICS: "inventory.updated", HISTORY_MAX_ROOM_BYTES: String(32 << 20) });
     const good = await open(bridge.url, { auth: { token: token("boss-a", { roles: ["admin"] }) } });
     assert.equal((await request(good, "subscribe:admin")).ok, true);
     const slow = resumable(bridge.url, token("boss-b", { roles: ["admin"] }), { transports: ["websocket"], forceNew: true });
