@@ -215,9 +215,15 @@ describe("no event lost", () => {
     await kafka.send("order.late", ["not an event", ...orders("L", "lena", 0, 1)]);
     await waitFor(async () => (await counters(late)).deadLetterFailures >= 1, { timeoutMs: 60000, what: "a failed dead-letter attempt" });
     assert.equal(c.of("order:late").length, 0, "the record after the poison one waits");
+    // Held up for long: loudly not ready, not silently stuck.
+    await waitFor(async () => {
+      const { status, body } = await late.health();
+      return status === 503 && body.kafka.deadLetter === "failing";
+    }, { timeoutMs: 60000, what: "not ready while dead-lettering fails" });
 
     broker.createTopics(["e2e.dlq.late"], 1);
     await waitFor(() => c.of("order:late").length === 1, { timeoutMs: 60000, what: "the partition to move on" });
+    await waitFor(async () => (await late.health()).status === 200, { what: "ready again" });
     const [letter] = await readTopic(broker.brokers, "e2e.dlq.late", 1);
     assert.equal(letter.value, "not an event");
     assert.equal((await counters(late)).recordsDeadLettered, 1);

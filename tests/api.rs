@@ -291,7 +291,13 @@ async fn a_broadcast_the_history_cannot_store_gets_a_fixed_503_without_internals
     // The Socket.IO namespace does not exist yet (its Redis channels could not be
     // subscribed): stats still answer, and shutdown still drains (socketioxide panics
     // when asked about a namespace it does not have).
-    let stats = app.http.get(app.url("/realtime/stats")).header("x-api-key", KEY).send().await.unwrap();
+    let stats = app
+        .http
+        .get(app.url("/realtime/stats"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stats.status(), StatusCode::OK);
     let stats: Value = stats.json().await.unwrap();
     assert_eq!(stats["connections"], 0);

@@ -133,7 +133,9 @@ impl<A: Adapter> Hub for SocketHub<A> {
     }
 
     async fn cluster(&self) -> Result<ClusterView, String> {
-        let ns = self.ns().ok_or("the Socket.IO namespace is not registered yet (Redis unreachable)")?;
+        let ns = self
+            .ns()
+            .ok_or("the Socket.IO namespace is not registered yet (Redis unreachable)")?;
         let (sockets, rooms) = tokio::join!(ns.clone().fetch_sockets(), ns.rooms());
         let (sockets, rooms) = (sockets.map_err(|e| e.to_string())?, rooms.map_err(|e| e.to_string())?);
         let mut nodes = BTreeMap::new();
