@@ -303,7 +303,8 @@ mod tests {
             json!({"sub": "u", "exp": exp, "aud": ["billing"], "iss": "https://id.example.com"}),
             SECRET,
         );
-        let bare = sign(json!({"sub": "u", "exp": exp}), SECRET);
+        // The right issuer but no audience (a token lacking both may be refused for either).
+        let bare = sign(json!({"sub": "u", "exp": exp, "iss": "https://id.example.com"}), SECRET);
         // Unconfigured: a token carrying aud / iss is accepted (it used to be "malformed").
         assert!(verifier().verify(&with_aud).is_ok());
         assert!(verifier().verify(&other_aud).is_ok());
