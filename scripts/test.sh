@@ -13,7 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
 if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  # A Kafka-protocol broker for the end-to-end suite (see shared/KAFKA.md); built once per
+  # A Kafka-protocol broker for the end-to-end suite (a Rust implementation of the Kafka
+  # protocol: it builds with cargo alone, where Apache Kafka needs a JVM); built once per
   # machine into ~/.cargo/bin (about 9 minutes on 2 cores), then reused.
   step "installing tansu $TANSU_VERSION (once per machine)"
   cargo install "tansu@$TANSU_VERSION" --locked --features dynostore

@@ -198,7 +198,7 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     /// Limits on clients.
     pub limits: ClientLimits,
-    /// Redis, for the shared replay history (and, later, the Socket.IO adapter).
+    /// Redis: the shared replay history and the Socket.IO adapter between nodes.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this deployment writes.
     pub redis_prefix: String,

@@ -1,7 +1,7 @@
 //! The one place every event goes through on its way to sockets: parse, route, store in
 //! the replay history, emit.
 //!
-//! Kafka records enter here; so will REST broadcasts. The caller stores the Kafka offset
+//! Kafka records and REST broadcasts enter here. The consumer stores a record's offset
 //! only after [`Delivery::handle_record`] returns `Ok`, which gives at-least-once delivery:
 //! an envelope is in the history (so a client that is away can replay it) before the
 //! record counts as done.

@@ -1,13 +1,50 @@
-//! The documentation shows the code that is tested.
+//! The documentation is complete and shows the code that is tested.
 
-/// The README's client helper is exactly `e2e/resumable.mjs`, which the end-to-end suite uses.
+/// The client helper in the client protocol page is exactly `e2e/resumable.mjs`, which the
+/// end-to-end suite uses.
 #[test]
-fn the_readme_client_helper_is_the_tested_one() {
-    let readme = include_str!("../README.md");
+fn the_documented_client_helper_is_the_tested_one() {
+    let page = include_str!("../docs/client-protocol.md");
     let helper = include_str!("../e2e/resumable.mjs");
     let code = &helper[helper.find("import { io }").expect("the helper imports socket.io-client")..];
     assert!(
-        readme.contains(code.trim_end()),
-        "README's helper differs from e2e/resumable.mjs: copy the file's code into the README"
+        page.contains(code.trim_end()),
+        "docs/client-protocol.md's helper differs from e2e/resumable.mjs: copy the file's code into the page"
     );
+}
+
+/// Every environment variable `config.rs` reads is in the operations page's table.
+#[test]
+fn every_configuration_variable_is_documented() {
+    let config = include_str!("../src/config.rs");
+    let page = include_str!("../docs/operations.md");
+    let read: Vec<&str> = quoted_after(config, "get(\"").chain(quoted_after(config, "(&get, \"")).collect();
+    assert!(read.len() > 30, "the scan finds what config.rs reads: {read:?}");
+    let missing: Vec<&&str> = read.iter().filter(|var| !page.contains(&format!("`{var}`"))).collect();
+    assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+}
+
+/// Every metric `metrics.rs` registers is listed in the operations page.
+#[test]
+fn every_metric_is_documented() {
+    let metrics = include_str!("../src/metrics.rs");
+    let page = include_str!("../docs/operations.md");
+    let names: Vec<&str> = quoted_after(metrics, "!(\"realtime_")
+        .chain(quoted_after(metrics, "!(\n        \"realtime_"))
+        .collect();
+    assert!(names.len() > 20, "the scan finds what metrics.rs registers: {names:?}");
+    let missing: Vec<String> = names
+        .into_iter()
+        .map(|n| n.to_owned())
+        .filter(|n| !page.contains(&format!("`{n}")) && !page.contains(&format!("realtime_{n}")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+}
+
+/// The text between `prefix` and the next `"` or `\\`, at every occurrence of `prefix`.
+fn quoted_after<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    text.match_indices(prefix).filter_map(move |(i, _)| {
+        let rest = &text[i + prefix.len()..];
+        rest.find(['"', '\\']).map(|end| &rest[..end])
+    })
 }
