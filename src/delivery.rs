@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socketioxide::BroadcastError;
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, ParseError, Position, Source};
 use crate::history::{Entry, History, HistoryError};
 use crate::routing::{Route, RoutingRules, route};
+use crate::socket::gate::Gate;
 use crate::socket::hub::Hub;
 use crate::stats::Stats;
 
@@ -79,27 +79,6 @@ pub enum Outcome {
     Delivered,
     /// Not an event; the caller dead-letters it.
     Rejected(ParseError),
-}
-
-/// Orders live emits against replays, so a reconnecting socket receives its missed
-/// envelopes before any live one and never loses one in between.
-///
-/// Emitting (history append + emit) holds it exclusively; a socket joining a room reads
-/// the last part of the history and joins while holding it shared. So an envelope is
-/// either in what the socket replays, or emitted after the socket joined — never neither.
-#[derive(Debug, Default)]
-pub struct Gate(RwLock<()>);
-
-impl Gate {
-    /// Held while envelopes are stored and emitted.
-    pub async fn emitting(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0.write().await
-    }
-
-    /// Held while a socket catches up and joins rooms.
-    pub async fn joining(&self) -> RwLockReadGuard<'_, ()> {
-        self.0.read().await
-    }
 }
 
 /// Parses, routes, stores and emits.

@@ -6,6 +6,7 @@
 //! position only resumes a room the socket may join anyway.
 
 mod admission;
+pub mod gate;
 mod head;
 pub mod hub;
 mod limits;
@@ -29,7 +30,7 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::auth::{AuthError, Identity, Verifier};
-use crate::delivery::Gate;
+use gate::Gate;
 use crate::history::{Cursor, History};
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
 use crate::stats::Stats;

@@ -13,10 +13,9 @@ use serde::Serialize;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
-use tokio::sync::RwLockReadGuard;
 use tokio::time::Instant;
 
-use crate::delivery::Gate;
+use super::gate::{Gate, Joining};
 use crate::events::Position;
 use crate::history::{Cursor, History, LostReason, Replay};
 
@@ -62,7 +61,7 @@ impl RoomRecovery {
 /// envelope reaches it.
 pub struct Resumed<'g> {
     /// Dropping it lets live emits through again.
-    pub guard: RwLockReadGuard<'g, ()>,
+    pub guard: Joining<'g>,
     /// The room heads: the positions the client should keep now.
     pub positions: BTreeMap<String, Cursor>,
     /// One per room the client asked to resume.
