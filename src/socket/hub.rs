@@ -12,6 +12,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::{AdapterError, BroadcastError, SocketError, SocketIo};
 
+use super::protocol::SYNC_POSITION;
 use super::slow;
 use crate::events::{Envelope, Position};
 use crate::history::History;
@@ -111,7 +112,7 @@ impl<A: Adapter> Hub for SocketHub<A> {
 
     async fn announce(&self, position: &Position) -> Result<(), BroadcastError> {
         let ns = self.ns().ok_or_else(not_registered)?;
-        match ns.to(position.room.clone()).emit(super::SYNC_POSITION, position).await {
+        match ns.to(position.room.clone()).emit(SYNC_POSITION, position).await {
             // A socket with a full buffer misses it; it is already being evicted.
             Err(BroadcastError::Socket(_)) => Ok(()),
             other => other,
@@ -162,7 +163,7 @@ impl<A: Adapter> Hub for SocketHub<A> {
                     };
                     // A socket with a full buffer misses it; it is already being evicted.
                     if let Some(ns) = self.ns() {
-                        let _ = ns.local().to(room).emit(super::SYNC_POSITION, &position).await;
+                        let _ = ns.local().to(room).emit(SYNC_POSITION, &position).await;
                     }
                     announced += 1;
                 }

@@ -16,8 +16,9 @@ use socketioxide::{SendError, SocketError};
 use tokio::time::Instant;
 
 use super::gate::{Gate, Joining};
+use super::protocol::{RecoveryReason, RoomRecovery, SYNC_POSITION};
 use crate::events::Position;
-use crate::history::{Cursor, History, LostReason, Replay};
+use crate::history::{Cursor, History, Replay};
 
 /// How long a replay may wait for a slow socket to drain its buffer before giving up.
 const REPLAY_DEADLINE: Duration = Duration::from_secs(10);
@@ -28,33 +29,6 @@ const GATED_WAIT: Duration = Duration::from_millis(50);
 const CATCH_UP_ROUNDS: usize = 4;
 /// Pause between attempts while a socket's buffer is full.
 const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(2);
-
-/// How recovery of one room went, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RoomRecovery {
-    /// Every missed envelope was replayed.
-    pub recovered: bool,
-    /// How many envelopes were replayed.
-    pub replayed: usize,
-    /// Why recovery failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-}
-
-impl RoomRecovery {
-    /// A room the socket may not be in: nothing replayed, nothing joined.
-    pub fn refused() -> Self {
-        RoomRecovery::lost("forbidden")
-    }
-
-    fn lost(reason: &'static str) -> Self {
-        RoomRecovery {
-            recovered: false,
-            replayed: 0,
-            reason: Some(reason),
-        }
-    }
-}
 
 /// The rooms a socket ended up in, with its position in each and how recovery went.
 /// Holds the gate shared until dropped, so the caller can greet the socket before any live
@@ -138,7 +112,7 @@ pub async fn resume<'g, A: Adapter>(
     }
     let unsettled = join_rooms(s, history, join, &mut positions).await;
     for (room, status) in recovery.iter().filter(|(_, r)| !r.recovered) {
-        tracing::info!(sid = %s.id, room, reason = status.reason, replayed = status.replayed, "room not recovered; client must refetch");
+        tracing::info!(sid = %s.id, room, reason = ?status.reason, replayed = status.replayed, "room not recovered; client must refetch");
     }
     Resumed {
         guard,
@@ -204,7 +178,7 @@ pub async fn join_at_head<A: Adapter>(s: &SocketRef<A>, history: &dyn History, g
 /// answer, so the client compares it with what it has received by then.
 pub fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
     for head in heads {
-        let _ = s.emit(super::SYNC_POSITION, head);
+        let _ = s.emit(SYNC_POSITION, head);
     }
 }
 
@@ -228,27 +202,20 @@ async fn replay_gap<A: Adapter>(
     deadline: Instant,
     budget: ReplayBudget<'_>,
 ) -> Result<(Cursor, usize), RoomRecovery> {
-    const LIMITED: &str = "replay-limited";
     if !budget(0) {
-        return Err(RoomRecovery::lost(LIMITED));
+        return Err(RoomRecovery::lost(RecoveryReason::ReplayLimited));
     }
     let entries = match history.since(room, cursor).await {
         Ok(Replay::Complete(entries)) => entries,
-        Ok(Replay::Lost(reason)) => {
-            return Err(RoomRecovery::lost(match reason {
-                LostReason::EpochChanged => "epoch-changed",
-                LostReason::Trimmed => "history-trimmed",
-                LostReason::UnknownPosition => "unknown-position",
-            }));
-        }
+        Ok(Replay::Lost(reason)) => return Err(RoomRecovery::lost(reason.into())),
         Err(error) => {
             tracing::warn!(sid = %s.id, room, %error, "replay failed");
-            return Err(RoomRecovery::lost("history-unavailable"));
+            return Err(RoomRecovery::lost(RecoveryReason::HistoryUnavailable));
         }
     };
     if !budget(entries.len()) {
         tracing::info!(sid = %s.id, room, entries = entries.len(), "replay refused: the client's address is over its replay budget");
-        return Err(RoomRecovery::lost(LIMITED));
+        return Err(RoomRecovery::lost(RecoveryReason::ReplayLimited));
     }
     let mut last = cursor.clone();
     for (sent, entry) in entries.iter().enumerate() {
@@ -266,13 +233,13 @@ async fn replay_gap<A: Adapter>(
 }
 
 /// Sends one message, waiting for buffer space until `deadline`; the error is the reason
-/// to report (`slow-consumer`, `disconnected`, `internal-error`).
+/// to report.
 pub(super) async fn emit<T: Serialize + ?Sized, A: Adapter>(
     s: &SocketRef<A>,
     event: &str,
     data: &T,
     deadline: Instant,
-) -> Result<(), &'static str> {
+) -> Result<(), RecoveryReason> {
     loop {
         match s.emit(event, data) {
             Ok(()) => return Ok(()),
@@ -281,12 +248,30 @@ pub(super) async fn emit<T: Serialize + ?Sized, A: Adapter>(
             Err(SendError::Socket(SocketError::InternalChannelFull)) if Instant::now() < deadline => {
                 tokio::time::sleep(FULL_BUFFER_BACKOFF).await
             }
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => return Err("slow-consumer"),
-            Err(SendError::Socket(SocketError::Closed)) => return Err("disconnected"),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => return Err(RecoveryReason::SlowConsumer),
+            Err(SendError::Socket(SocketError::Closed)) => return Err(RecoveryReason::Disconnected),
             Err(SendError::Serialize(error)) => {
                 tracing::error!(sid = %s.id, event, %error, "could not serialize a message");
-                return Err("internal-error");
+                return Err(RecoveryReason::InternalError);
             }
+        }
+    }
+}
+
+/// Sends `notice` as `event`, then a Socket.IO disconnect, each waiting for buffer space
+/// until `deadline` (a slow or stuck socket); the error says why it could not.
+pub(super) async fn notify_and_disconnect<T: Serialize + ?Sized, A: Adapter>(
+    s: &SocketRef<A>,
+    event: &str,
+    notice: &T,
+    deadline: Instant,
+) -> Result<(), RecoveryReason> {
+    emit(s, event, notice, deadline).await?;
+    loop {
+        match s.clone().disconnect() {
+            Err(SocketError::InternalChannelFull) if Instant::now() < deadline => tokio::time::sleep(FULL_BUFFER_BACKOFF).await,
+            Err(SocketError::InternalChannelFull) => return Err(RecoveryReason::SlowConsumer),
+            _ => return Ok(()),
         }
     }
 }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use socketioxide::SocketError;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::EventBudget;
+use super::protocol::{AUTH_EXPIRED, Expired};
+use super::replay::notify_and_disconnect;
 
 /// The expiry of the token a socket is connected with.
 #[derive(Debug)]
@@ -20,12 +20,6 @@ pub struct Session {
     expires_at: AtomicU64,
     refreshed: Notify,
     closed: CancellationToken,
-}
-
-/// Sent just before an expired socket is disconnected.
-#[derive(Debug, Serialize)]
-struct Expired {
-    reason: &'static str,
 }
 
 impl Session {
@@ -59,7 +53,6 @@ impl Session {
 /// receives nothing meanwhile (it has left its rooms), and the Engine.IO heartbeat closes
 /// a socket that never reads again.
 const DISCONNECT_DEADLINE: Duration = Duration::from_secs(60);
-const DISCONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Disconnects `s` when its token expires (and was not refreshed in time). Telling the
 /// client with `auth:expired` and a Socket.IO disconnect (not a transport close) keeps
@@ -84,18 +77,11 @@ pub async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
                 if let Some(budget) = s.extensions.get::<Arc<EventBudget>>() {
                     budget.close();
                 }
-                let notice = Expired { reason: "token expired: reconnect with a fresh token, or send auth:refresh before exp" };
                 let deadline = tokio::time::Instant::now() + DISCONNECT_DEADLINE;
-                if super::replay::emit(&s, "auth:expired", &notice, deadline).await.is_err() {
-                    return tracing::info!(sid = %s.id, "expired socket gone or not reading; left to the heartbeat");
+                if notify_and_disconnect(&s, AUTH_EXPIRED, &Expired::NOTICE, deadline).await.is_err() {
+                    tracing::info!(sid = %s.id, "expired socket gone or not reading; left to the heartbeat");
                 }
-                while tokio::time::Instant::now() < deadline {
-                    match s.clone().disconnect() {
-                        Err(SocketError::InternalChannelFull) => tokio::time::sleep(DISCONNECT_BACKOFF).await,
-                        _ => return,
-                    }
-                }
-                return tracing::info!(sid = %s.id, "expired socket not reading; left to the heartbeat");
+                return;
             }
         }
     }

@@ -14,28 +14,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 
+use super::protocol::{Closing, RecoveryReason, SESSION_CLOSING, SYNC_POSITION};
+use super::replay::notify_and_disconnect;
 use crate::events::Position;
 use crate::stats::Stats;
 
 /// How long an eviction waits for the slow socket's buffer to make room for the notice.
 const EVICT_DEADLINE: Duration = Duration::from_secs(30);
-const EVICT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Set on a socket being evicted, so it is evicted once.
 #[derive(Debug, Clone, Default)]
 pub struct Evicting(Arc<AtomicBool>);
-
-#[derive(Serialize)]
-struct Closing {
-    reason: &'static str,
-    reconnect: bool,
-}
 
 /// After an emit to `position.room` that `missed` local sockets missed: finds them and
 /// evicts them.
@@ -50,7 +44,7 @@ pub fn after_missed_emit<A: Adapter>(io: &SocketIo<A>, position: &Position, miss
     }
     for s in sockets {
         // Otherwise taken (the client checks it against its own position), or already gone.
-        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit(super::SYNC_POSITION, position) {
+        if let Err(SendError::Socket(SocketError::InternalChannelFull)) = s.emit(SYNC_POSITION, position) {
             evict(s, stats.clone());
         }
     }
@@ -71,22 +65,9 @@ fn evict<A: Adapter>(s: SocketRef<A>, stats: Arc<Stats>) {
     stats.slow_disconnected();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + EVICT_DEADLINE;
-        let notice = Closing {
-            reason: "slow-consumer",
-            reconnect: true,
-        };
         // The notice waits for buffer space like a replay does; then the disconnect.
-        match super::replay::emit(&s, "session:closing", &notice, deadline).await {
-            Ok(()) => {}
-            Err("slow-consumer") => return tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout"),
-            Err(_) => return,
+        if let Err(RecoveryReason::SlowConsumer) = notify_and_disconnect(&s, SESSION_CLOSING, &Closing::SLOW_CONSUMER, deadline).await {
+            tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout");
         }
-        while tokio::time::Instant::now() < deadline {
-            match s.clone().disconnect() {
-                Err(SocketError::InternalChannelFull) => tokio::time::sleep(EVICT_BACKOFF).await,
-                _ => return,
-            }
-        }
-        tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout");
     });
 }

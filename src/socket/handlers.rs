@@ -1,0 +1,300 @@
+//! What a connected socket does: its greeting (replay, rooms, `connection:success`), its
+//! client events, its disconnect. One named function per event (socketioxide's examples
+//! prefer them to closures: each reads on its own and shows its extractors).
+//!
+//! Isolation: no client event names a room. `subscribe:admin` joins `admin:dashboard` only
+//! for an admin identity, and the identity is checked again after the join (see there).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::socket::DisconnectReason;
+
+use super::gate::Gate;
+use super::handshake::{Resume, may_join};
+use super::limits::{EventBudget, Limiter, Slot, Verdict};
+use super::protocol::{
+    AUTH_REFRESH, CONNECTION_SUCCESS, Closing, ConnectionSuccess, RecoveryReason, Refreshed, Reply, RoomRecovery, SESSION_CLOSING,
+    SUBSCRIBE_ADMIN, SUBSCRIBE_INVENTORY, SUBSCRIBE_ORDERS, UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY,
+};
+use super::replay;
+use super::session::{self, Session};
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::history::History;
+use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
+use crate::stats::Stats;
+
+/// How long an abusive socket is ignored before it is disconnected.
+const ABUSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The ack of an event refused by the client-event budget.
+const RATE_LIMITED: &str = "rate limited: too many client events";
+
+/// A socket passed the handshake: its events are registered, its token's expiry watched,
+/// what it missed replayed, its rooms joined, and it is greeted — in that order, under the
+/// gate, so the greeting comes after the replay and before any live envelope.
+// A socketioxide handler: each argument is an extractor, not a parameter callers pass.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn on_connect<A: Adapter>(
+    s: SocketRef<A>,
+    Extension(identity): Extension<Identity>,
+    Extension(resume): Extension<Resume>,
+    State(stats): State<Arc<Stats>>,
+    State(history): State<Arc<dyn History>>,
+    State(gate): State<Arc<Gate>>,
+    State(limiter): State<Arc<Limiter>>,
+    Extension(session): Extension<Arc<Session>>,
+) {
+    stats.connected();
+    tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
+    s.on(SUBSCRIBE_INVENTORY, subscribe_inventory::<A>);
+    s.on(UNSUBSCRIBE_INVENTORY, unsubscribe_inventory::<A>);
+    s.on(SUBSCRIBE_ADMIN, subscribe_admin::<A>);
+    s.on(UNSUBSCRIBE_ADMIN, unsubscribe_admin::<A>);
+    s.on(SUBSCRIBE_ORDERS, subscribe_orders::<A>);
+    s.on(AUTH_REFRESH, refresh::<A>);
+    s.on_fallback(unknown_event::<A>);
+    s.on_disconnect(on_disconnect::<A>);
+    tokio::spawn(session::expire(s.clone(), session));
+
+    let mut join = vec![user_room(&identity.user_id)];
+    let mut refused = BTreeMap::new();
+    let mut allowed = Vec::new();
+    for (room, cursor) in resume.0 {
+        if !may_join(&identity, &room) {
+            refused.insert(room, RoomRecovery::lost(RecoveryReason::Forbidden));
+            continue;
+        }
+        if !join.contains(&room) {
+            join.push(room.clone());
+        }
+        allowed.push((room, cursor));
+    }
+    let ip = limiter.client_ip(s.req_parts());
+    let budget = |entries: usize| {
+        let allowed = limiter.replay(ip, entries);
+        if !allowed {
+            stats.limit_refused("replay_per_ip");
+        }
+        allowed
+    };
+    let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed, &budget).await;
+    let mut recovery = resumed.recovery;
+    recovery.extend(refused);
+    for r in recovery.values() {
+        stats.resumed(r.recovered);
+    }
+    let hello = ConnectionSuccess {
+        socket_id: s.id.to_string(),
+        user_id: &identity.user_id,
+        is_admin: identity.is_admin,
+        rooms: room_names(&s),
+        positions: resumed.positions,
+        recovery,
+    };
+    // Sent under the gate, so it comes after the replay and before any live envelope...
+    let greeted = replay::emit_briefly(&s, CONNECTION_SUCCESS, &hello).await;
+    // ...and live envelopes may flow to this socket from here on.
+    drop(resumed.guard);
+    // A socket too slow to take it at once still gets it (after some live envelopes)
+    // rather than never learning how its recovery went.
+    if !greeted && !replay::emit_patiently(&s, CONNECTION_SUCCESS, &hello).await {
+        tracing::warn!(sid = %s.id, "could not send connection:success");
+    }
+    replay::announce_heads(&s, &resumed.unsettled);
+}
+
+/// `subscribe:inventory`: joins `inventory:updates` (any signed-in user).
+async fn subscribe_inventory<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+    State(history): State<Arc<dyn History>>,
+    State(gate): State<Arc<Gate>>,
+) {
+    if let Err(error) = spend(&s, &budget) {
+        return reply(&s, ack, Some(error));
+    }
+    join_and_reply(&s, ack, history.as_ref(), &gate, INVENTORY_ROOM).await;
+}
+
+/// `unsubscribe:inventory`: leaves `inventory:updates`.
+async fn unsubscribe_inventory<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
+    leave_and_reply(&s, ack, &budget, INVENTORY_ROOM);
+}
+
+/// `subscribe:admin`: joins `admin:dashboard`, admins only.
+async fn subscribe_admin<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
+    Extension(id): Extension<Identity>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+    State(history): State<Arc<dyn History>>,
+    State(gate): State<Arc<Gate>>,
+) {
+    if let Err(error) = spend(&s, &budget) {
+        return reply(&s, ack, Some(error));
+    }
+    if !id.is_admin {
+        tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
+        return reply(&s, ack, Some("forbidden: admin role required"));
+    }
+    join_and_reply(&s, ack, history.as_ref(), &gate, ADMIN_ROOM).await;
+    // `auth:refresh` with a non-admin token may have run while this joined (it read the
+    // identity before): the identity now decides. Refresh stores the new identity before
+    // leaving the room, so one of the two always sees it.
+    if !s.extensions.get::<Identity>().is_some_and(|i| i.is_admin) {
+        tracing::info!(sid = %s.id, user = %id.user_id, "admin role dropped while subscribing; left admin:dashboard");
+        s.leave(ADMIN_ROOM);
+    }
+}
+
+/// `unsubscribe:admin`: leaves `admin:dashboard`.
+async fn unsubscribe_admin<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
+    leave_and_reply(&s, ack, &budget, ADMIN_ROOM);
+}
+
+/// `subscribe:orders`, kept for clients written against older bridges: order events
+/// already reach `user:<sub>`, so it only answers.
+async fn subscribe_orders<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
+    let error = spend(&s, &budget).err();
+    reply(&s, ack, error);
+}
+
+/// `auth:refresh` with `{token}` (or the token as a string): verified like a handshake
+/// token; it must name the same user. The socket then lives until the new `exp`.
+async fn refresh<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
+    TryData(data): TryData<serde_json::Value>,
+    Extension(identity): Extension<Identity>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+    Extension(session): Extension<Arc<Session>>,
+    State(verifier): State<Arc<Verifier>>,
+) {
+    let fail = |error: String| Refreshed {
+        ok: false,
+        error: Some(error),
+        expires_at: None,
+    };
+    let answer = match spend(&s, &budget) {
+        Err(error) => fail(error.to_owned()),
+        Ok(()) => {
+            let data = data.unwrap_or_default();
+            let token = data.as_str().or_else(|| data.get("token").and_then(|t| t.as_str()));
+            match token.ok_or(AuthError::MissingToken).and_then(|t| verifier.verify(t)) {
+                Err(error) => fail(error.to_string()),
+                Ok(fresh) if fresh.user_id != identity.user_id => fail("the token is for another user".to_owned()),
+                Ok(fresh) => {
+                    let demoted = !fresh.is_admin;
+                    session.refresh(fresh.expires_at);
+                    let expires_at = fresh.expires_at;
+                    // The identity first, then the room: a concurrent `subscribe:admin`
+                    // checks the identity after joining (see there).
+                    s.extensions.insert(fresh);
+                    if demoted {
+                        s.leave(ADMIN_ROOM);
+                    }
+                    tracing::debug!(sid = %s.id, expires_at, "token refreshed");
+                    Refreshed {
+                        ok: true,
+                        error: None,
+                        expires_at: Some(expires_at),
+                    }
+                }
+            }
+        }
+    };
+    let _ = ack.send(&answer);
+}
+
+/// Any other event: nobody listens, but parsing it cost something, so it counts against
+/// the budget too.
+async fn unknown_event<A: Adapter>(s: SocketRef<A>, Extension(budget): Extension<Arc<EventBudget>>) {
+    let _ = spend(&s, &budget);
+}
+
+async fn on_disconnect<A: Adapter>(
+    s: SocketRef<A>,
+    reason: DisconnectReason,
+    State(stats): State<Arc<Stats>>,
+    Extension(session): Extension<Arc<Session>>,
+) {
+    session.close();
+    // Frees the user's connection slot now rather than when the last handle goes.
+    drop(s.extensions.remove::<Arc<Slot>>());
+    stats.disconnected(&reason.to_string());
+    tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+}
+
+/// Spends one client event from the socket's budget; when refused, the reason for the ack.
+/// A socket refused too often is told why and disconnected.
+fn spend<A: Adapter>(s: &SocketRef<A>, budget: &EventBudget) -> Result<(), &'static str> {
+    match budget.spend() {
+        Verdict::Allowed => Ok(()),
+        Verdict::Refused | Verdict::Closing => Err(RATE_LIMITED),
+        Verdict::Abusive => {
+            tracing::warn!(sid = %s.id, "disconnecting a socket that keeps exceeding the client event rate");
+            let _ = s.emit(SESSION_CLOSING, &Closing::ABUSIVE);
+            // Disconnecting at once would make socketioxide close the transport on the
+            // flood's next packet, before the reason and the disconnect reach the client
+            // (which would then reconnect); a short pause, ignoring events, lets them out.
+            let s = s.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(ABUSE_GRACE).await;
+                let _ = s.disconnect();
+            });
+            Err(RATE_LIMITED)
+        }
+    }
+}
+
+fn room_names<A: Adapter>(s: &SocketRef<A>) -> Vec<String> {
+    let mut rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+    rooms.sort();
+    rooms
+}
+
+fn reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, error: Option<&'static str>) {
+    send_reply(
+        ack,
+        Reply {
+            ok: error.is_none(),
+            error,
+            rooms: room_names(s),
+            positions: BTreeMap::new(),
+        },
+    );
+}
+
+/// Leaves `room` (when the budget allows) and answers with the rooms left.
+fn leave_and_reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, budget: &EventBudget, room: &'static str) {
+    let error = spend(s, budget).err();
+    if error.is_none() {
+        s.leave(room);
+    }
+    reply(s, ack, error);
+}
+
+/// Joins `room`, answers with its position, then announces its head if another node
+/// emitted to it meanwhile.
+async fn join_and_reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, history: &dyn History, gate: &Gate, room: &str) {
+    let (head, moved) = replay::join_at_head(s, history, gate, room).await;
+    send_reply(
+        ack,
+        Reply {
+            ok: true,
+            error: None,
+            rooms: room_names(s),
+            positions: head.map(|h| (room.to_owned(), h)).into_iter().collect(),
+        },
+    );
+    replay::announce_heads(s, &moved);
+}
+
+fn send_reply<A: Adapter>(ack: AckSender<A>, reply: Reply) {
+    // A client that sent no ack callback gets nothing back; that is not an error.
+    let _ = ack.send(&reply);
+}
