@@ -215,6 +215,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // An empty variable counts as unset, as in most container tooling.
         let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get: Lookup<'_> = &get;
 
         let app_env = match get("APP_ENV").as_deref() {
             None | Some("development") | Some("dev") => AppEnv::Development,
@@ -224,194 +225,229 @@ impl Config {
             }
         };
         let prod = app_env == AppEnv::Production;
-
-        let port: u16 = parse(&get, "PORT", 3009)?;
-        let host: IpAddr = parse(&get, "HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
-
-        let brokers = get("KAFKA_BROKERS");
-        if prod && brokers.is_none() {
-            return Err(ConfigError::RequiredInProduction {
-                var: "KAFKA_BROKERS",
-                reason: "the embedded broker is for development only",
-            });
-        }
-        let topics: Vec<String> = get("KAFKA_TOPICS")
-            .unwrap_or_else(|| DEFAULT_TOPICS.to_owned())
-            .split(',')
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if topics.is_empty() {
-            return Err(invalid("KAFKA_TOPICS", "no topic or pattern given".into()));
-        }
-        let offset_reset = match get("KAFKA_AUTO_OFFSET_RESET").as_deref() {
-            None | Some("latest") => OffsetReset::Latest,
-            Some("earliest") => OffsetReset::Earliest,
-            Some(other) => {
-                return Err(invalid(
-                    "KAFKA_AUTO_OFFSET_RESET",
-                    format!("expected latest or earliest, got {other:?}"),
-                ));
-            }
-        };
-        let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
-        check_dlq_topic(&dlq_topic, &topics)?;
-        let kafka = KafkaConfig {
-            brokers,
-            group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "realtime-bridge".to_owned()),
-            topics,
-            session_timeout_ms: parse_range(&get, "KAFKA_SESSION_TIMEOUT_MS", 45_000, 1_000..=300_000)?,
-            fetch_wait_max_ms: parse_range(&get, "KAFKA_FETCH_WAIT_MAX_MS", 100, 0..=60_000)?,
-            metadata_refresh_ms: parse_range(&get, "KAFKA_METADATA_REFRESH_MS", 5_000, 100..=10_000)?,
-            offset_reset,
-            dlq_topic,
-            max_record_bytes: parse_range(&get, "KAFKA_MAX_RECORD_BYTES", 256 * 1024, 1_024..=64 * 1024 * 1024)?,
-        };
-
-        let jwt_key = match (get("JWT_SECRET"), get("JWT_PUBLIC_KEY")) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "JWT_SECRET",
-                    "set either JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256), not both".into(),
-                ));
-            }
-            (Some(secret), None) => {
-                if secret.len() < 32 {
-                    return Err(invalid("JWT_SECRET", "must be at least 32 bytes for HS256".into()));
-                }
-                JwtKey::Hs256Secret(secret)
-            }
-            (None, Some(pem)) => {
-                // Accept a PEM with literal "\n", as .env files often carry it on one line.
-                let pem = pem.replace("\\n", "\n");
-                if jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err() {
-                    return Err(invalid("JWT_PUBLIC_KEY", "not a PEM-encoded RSA public key".into()));
-                }
-                JwtKey::Rs256PublicPem(pem)
-            }
-            (None, None) if prod => {
-                return Err(ConfigError::RequiredInProduction {
-                    var: "JWT_SECRET",
-                    reason: "or JWT_PUBLIC_KEY: clients cannot be authenticated without a key",
-                });
-            }
-            (None, None) => JwtKey::GeneratedDev(random_secret()),
-        };
-
-        let jwt_audience: Vec<String> = get("JWT_AUDIENCE")
-            .map(|v| v.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default();
-        let jwt_issuer = get("JWT_ISSUER").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-
-        let cors_origins = match get("CORS_ORIGINS") {
-            None if prod => {
-                return Err(ConfigError::RequiredInProduction {
-                    var: "CORS_ORIGINS",
-                    reason: "list the storefront and dashboard origins",
-                });
-            }
-            None => CorsOrigins::Any,
-            Some(v) if v == "*" => {
-                if prod {
-                    return Err(invalid("CORS_ORIGINS", "\"*\" is refused in production; list the origins".into()));
-                }
-                CorsOrigins::Any
-            }
-            Some(v) => {
-                let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
-                if let Some(bad) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
-                    return Err(invalid("CORS_ORIGINS", format!("{bad:?} is not an http(s) origin")));
-                }
-                CorsOrigins::List(list)
-            }
-        };
-
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            None if prod => LogFormat::Json,
-            None | Some("pretty") | Some("text") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
-        };
-        let api_keys: Vec<String> = get("API_KEYS")
-            .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
-            .unwrap_or_default();
-        if let Some(i) = api_keys.iter().position(|k| k.len() < 32) {
-            // Position only: the key itself is a secret.
-            return Err(invalid("API_KEYS", format!("key #{} is shorter than 32 characters", i + 1)));
-        }
-        let metrics_port = match get("METRICS_PORT") {
-            None => None,
-            Some(_) => Some(parse::<u16>(&get, "METRICS_PORT", 0)?),
-        };
-        if metrics_port.is_some_and(|m| m != 0 && m == port) {
-            return Err(invalid(
-                "METRICS_PORT",
-                "must differ from PORT (unset it to serve /metrics on PORT)".into(),
-            ));
-        }
-        let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(invalid(
-                "LOG_LEVEL",
-                format!("{log_level:?} is not a tracing filter (e.g. info, debug, realtime_bridge=debug)"),
-            ));
-        }
-
+        let port: u16 = parse(get, "PORT", 3009)?;
+        let host: IpAddr = parse(get, "HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+        let (log_level, log_format) = logging(get, prod)?;
+        let (jwt_key, jwt_audience, jwt_issuer) = jwt(get, prod)?;
+        let (redis_url, redis_prefix) = redis(get)?;
         Ok(Config {
             app_env,
             bind: SocketAddr::new(host, port),
-            kafka,
+            kafka: kafka(get, prod)?,
             jwt_key,
             jwt_audience,
             jwt_issuer,
-            cors_origins,
-            low_stock_threshold: parse_range(&get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
+            cors_origins: cors(get, prod)?,
+            low_stock_threshold: parse_range(get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
             log_level,
             log_format,
-            shutdown_grace: Duration::from_secs(parse_range(&get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?),
-            dev_demo_rate: parse_range(&get, "DEV_DEMO_RATE", 1, 0..=10_000)?,
-            history: HistoryLimits {
-                max_events: parse_range(&get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
-                max_age: Duration::from_secs(parse_range(&get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
-                max_room_bytes: parse_range(&get, "HISTORY_MAX_ROOM_BYTES", 4 << 20, 1_024..=1 << 30)?,
-                max_bytes: parse_range(&get, "HISTORY_MAX_BYTES", 256 << 20, 1_024..=64 << 30)?,
-            },
-            limits: ClientLimits {
-                max_connections_per_user: parse_range(&get, "MAX_CONNECTIONS_PER_USER", 5, 1..=1_000)?,
-                max_connections: parse_range(&get, "MAX_CONNECTIONS", 20_000, 1..=10_000_000)?,
-                handshakes_per_minute_per_ip: parse_range(&get, "HANDSHAKES_PER_MINUTE_PER_IP", 120, 1..=1_000_000)?,
-                client_events_per_second: parse_range(&get, "CLIENT_EVENTS_PER_SECOND", 10, 1..=10_000)?,
-                max_payload_bytes: parse_range(&get, "MAX_PAYLOAD_BYTES", 16 * 1024, 256..=16 * 1024 * 1024)?,
-                socket_buffer: parse_range(&get, "SOCKET_BUFFER", 256, 16..=65_536)?,
-                trust_forwarded_for: match get("TRUST_FORWARDED_FOR").as_deref() {
-                    None | Some("false") | Some("0") => false,
-                    Some("true") | Some("1") => true,
-                    Some(other) => return Err(invalid("TRUST_FORWARDED_FOR", format!("expected true or false, got {other:?}"))),
-                },
-                max_pending_sessions: parse_range(&get, "MAX_PENDING_SESSIONS", 2_000, 1..=1_000_000)?,
-                connect_timeout: Duration::from_secs(parse_range(&get, "CONNECT_TIMEOUT_SECS", 10, 1..=60)?),
-                replay_per_minute_per_ip: parse_range(&get, "REPLAY_PER_MINUTE_PER_IP", 10_000, 1..=100_000_000)?,
-            },
-            redis_url: match get("REDIS_URL") {
-                Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                    // Not echoed: the URL may carry a password.
-                    return Err(invalid("REDIS_URL", "expected redis://… or rediss://…".into()));
-                }
-                url => url,
-            },
-            redis_prefix: get("REDIS_PREFIX").unwrap_or_else(|| "realtime-bridge:".to_owned()),
-            api_keys: ApiKeys(api_keys),
-            rest_max_body_bytes: parse_range(&get, "REST_MAX_BODY_BYTES", 64 * 1024, 1_024..=16 * 1024 * 1024)?,
-            metrics_port,
+            shutdown_grace: Duration::from_secs(parse_range(get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?),
+            dev_demo_rate: parse_range(get, "DEV_DEMO_RATE", 1, 0..=10_000)?,
+            history: history(get)?,
+            limits: client_limits(get)?,
+            redis_url,
+            redis_prefix,
+            api_keys: api_keys(get)?,
+            rest_max_body_bytes: parse_range(get, "REST_MAX_BODY_BYTES", 64 * 1024, 1_024..=16 * 1024 * 1024)?,
+            metrics_port: metrics_port(get, port)?,
         })
     }
+}
+
+/// How a section reads variables (empty values already count as unset).
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
+    let brokers = get("KAFKA_BROKERS");
+    if prod && brokers.is_none() {
+        return Err(ConfigError::RequiredInProduction {
+            var: "KAFKA_BROKERS",
+            reason: "the embedded broker is for development only",
+        });
+    }
+    let topics: Vec<String> = get("KAFKA_TOPICS")
+        .unwrap_or_else(|| DEFAULT_TOPICS.to_owned())
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if topics.is_empty() {
+        return Err(invalid("KAFKA_TOPICS", "no topic or pattern given".into()));
+    }
+    let offset_reset = match get("KAFKA_AUTO_OFFSET_RESET").as_deref() {
+        None | Some("latest") => OffsetReset::Latest,
+        Some("earliest") => OffsetReset::Earliest,
+        Some(other) => {
+            return Err(invalid(
+                "KAFKA_AUTO_OFFSET_RESET",
+                format!("expected latest or earliest, got {other:?}"),
+            ));
+        }
+    };
+    let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
+    check_dlq_topic(&dlq_topic, &topics)?;
+    Ok(KafkaConfig {
+        brokers,
+        group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "realtime-bridge".to_owned()),
+        topics,
+        session_timeout_ms: parse_range(get, "KAFKA_SESSION_TIMEOUT_MS", 45_000, 1_000..=300_000)?,
+        fetch_wait_max_ms: parse_range(get, "KAFKA_FETCH_WAIT_MAX_MS", 100, 0..=60_000)?,
+        metadata_refresh_ms: parse_range(get, "KAFKA_METADATA_REFRESH_MS", 5_000, 100..=10_000)?,
+        offset_reset,
+        dlq_topic,
+        max_record_bytes: parse_range(get, "KAFKA_MAX_RECORD_BYTES", 256 * 1024, 1_024..=64 * 1024 * 1024)?,
+    })
+}
+
+/// The verification key, the accepted audiences and the required issuer.
+fn jwt(get: Lookup<'_>, prod: bool) -> Result<(JwtKey, Vec<String>, Option<String>), ConfigError> {
+    let key = match (get("JWT_SECRET"), get("JWT_PUBLIC_KEY")) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "JWT_SECRET",
+                "set either JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256), not both".into(),
+            ));
+        }
+        (Some(secret), None) => {
+            if secret.len() < 32 {
+                return Err(invalid("JWT_SECRET", "must be at least 32 bytes for HS256".into()));
+            }
+            JwtKey::Hs256Secret(secret)
+        }
+        (None, Some(pem)) => {
+            // Accept a PEM with literal "\n", as .env files often carry it on one line.
+            let pem = pem.replace("\\n", "\n");
+            if jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err() {
+                return Err(invalid("JWT_PUBLIC_KEY", "not a PEM-encoded RSA public key".into()));
+            }
+            JwtKey::Rs256PublicPem(pem)
+        }
+        (None, None) if prod => {
+            return Err(ConfigError::RequiredInProduction {
+                var: "JWT_SECRET",
+                reason: "or JWT_PUBLIC_KEY: clients cannot be authenticated without a key",
+            });
+        }
+        (None, None) => JwtKey::GeneratedDev(random_secret()),
+    };
+    let audience: Vec<String> = get("JWT_AUDIENCE")
+        .map(|v| v.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok((key, audience, get("JWT_ISSUER")))
+}
+
+fn cors(get: Lookup<'_>, prod: bool) -> Result<CorsOrigins, ConfigError> {
+    Ok(match get("CORS_ORIGINS") {
+        None if prod => {
+            return Err(ConfigError::RequiredInProduction {
+                var: "CORS_ORIGINS",
+                reason: "list the storefront and dashboard origins",
+            });
+        }
+        None => CorsOrigins::Any,
+        Some(v) if v == "*" => {
+            if prod {
+                return Err(invalid("CORS_ORIGINS", "\"*\" is refused in production; list the origins".into()));
+            }
+            CorsOrigins::Any
+        }
+        Some(v) => {
+            let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).collect();
+            if let Some(bad) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+                return Err(invalid("CORS_ORIGINS", format!("{bad:?} is not an http(s) origin")));
+            }
+            CorsOrigins::List(list)
+        }
+    })
+}
+
+/// The `tracing` filter and the line format.
+fn logging(get: Lookup<'_>, prod: bool) -> Result<(String, LogFormat), ConfigError> {
+    let format = match get("LOG_FORMAT").as_deref() {
+        None if prod => LogFormat::Json,
+        None | Some("pretty") | Some("text") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => return Err(invalid("LOG_FORMAT", format!("expected json or pretty, got {other:?}"))),
+    };
+    let level = get("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        return Err(invalid(
+            "LOG_LEVEL",
+            format!("{level:?} is not a tracing filter (e.g. info, debug, realtime_bridge=debug)"),
+        ));
+    }
+    Ok((level, format))
+}
+
+fn api_keys(get: Lookup<'_>) -> Result<ApiKeys, ConfigError> {
+    let keys: Vec<String> = get("API_KEYS")
+        .map(|v| v.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
+        .unwrap_or_default();
+    if let Some(i) = keys.iter().position(|k| k.len() < 32) {
+        // Position only: the key itself is a secret.
+        return Err(invalid("API_KEYS", format!("key #{} is shorter than 32 characters", i + 1)));
+    }
+    Ok(ApiKeys(keys))
+}
+
+fn metrics_port(get: Lookup<'_>, port: u16) -> Result<Option<u16>, ConfigError> {
+    let metrics_port = match get("METRICS_PORT") {
+        None => None,
+        Some(_) => Some(parse::<u16>(get, "METRICS_PORT", 0)?),
+    };
+    if metrics_port.is_some_and(|m| m != 0 && m == port) {
+        return Err(invalid(
+            "METRICS_PORT",
+            "must differ from PORT (unset it to serve /metrics on PORT)".into(),
+        ));
+    }
+    Ok(metrics_port)
+}
+
+fn history(get: Lookup<'_>) -> Result<HistoryLimits, ConfigError> {
+    Ok(HistoryLimits {
+        max_events: parse_range(get, "HISTORY_MAX_EVENTS", 1_000, 1..=1_000_000)?,
+        max_age: Duration::from_secs(parse_range(get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
+        max_room_bytes: parse_range(get, "HISTORY_MAX_ROOM_BYTES", 4 << 20, 1_024..=1 << 30)?,
+        max_bytes: parse_range(get, "HISTORY_MAX_BYTES", 256 << 20, 1_024..=64 << 30)?,
+    })
+}
+
+fn client_limits(get: Lookup<'_>) -> Result<ClientLimits, ConfigError> {
+    Ok(ClientLimits {
+        max_connections_per_user: parse_range(get, "MAX_CONNECTIONS_PER_USER", 5, 1..=1_000)?,
+        max_connections: parse_range(get, "MAX_CONNECTIONS", 20_000, 1..=10_000_000)?,
+        handshakes_per_minute_per_ip: parse_range(get, "HANDSHAKES_PER_MINUTE_PER_IP", 120, 1..=1_000_000)?,
+        client_events_per_second: parse_range(get, "CLIENT_EVENTS_PER_SECOND", 10, 1..=10_000)?,
+        max_payload_bytes: parse_range(get, "MAX_PAYLOAD_BYTES", 16 * 1024, 256..=16 * 1024 * 1024)?,
+        socket_buffer: parse_range(get, "SOCKET_BUFFER", 256, 16..=65_536)?,
+        trust_forwarded_for: match get("TRUST_FORWARDED_FOR").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => return Err(invalid("TRUST_FORWARDED_FOR", format!("expected true or false, got {other:?}"))),
+        },
+        max_pending_sessions: parse_range(get, "MAX_PENDING_SESSIONS", 2_000, 1..=1_000_000)?,
+        connect_timeout: Duration::from_secs(parse_range(get, "CONNECT_TIMEOUT_SECS", 10, 1..=60)?),
+        replay_per_minute_per_ip: parse_range(get, "REPLAY_PER_MINUTE_PER_IP", 10_000, 1..=100_000_000)?,
+    })
+}
+
+/// The Redis URL (checked, never echoed: it may carry a password) and the key prefix.
+fn redis(get: Lookup<'_>) -> Result<(Option<String>, String), ConfigError> {
+    let url = match get("REDIS_URL") {
+        Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+            return Err(invalid("REDIS_URL", "expected redis://… or rediss://…".into()));
+        }
+        url => url,
+    };
+    Ok((url, get("REDIS_PREFIX").unwrap_or_else(|| "realtime-bridge:".to_owned())))
 }
 
 fn invalid(var: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { var, reason }
 }
 
-fn parse<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, var: &'static str, default: T) -> Result<T, ConfigError>
+fn parse<T: std::str::FromStr>(get: Lookup<'_>, var: &'static str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -421,12 +457,7 @@ where
     }
 }
 
-fn parse_range<T>(
-    get: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
+fn parse_range<T>(get: Lookup<'_>, var: &'static str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     T::Err: std::fmt::Display,
