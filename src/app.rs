@@ -6,31 +6,32 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderValue, Method};
 use futures_util::FutureExt;
 use socketioxide::SocketIo;
-use socketioxide::layer::SocketIoLayer;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Verifier, mint_hs256};
-use crate::cluster::{ClusterAdapter, PubSub};
-use crate::config::{AppEnv, Config, CorsOrigins, JwtKey};
+use crate::auth::Verifier;
+use crate::config::{AppEnv, Config};
 use crate::delivery::Delivery;
+use crate::drain;
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
-use crate::history::redis::RedisHistory;
 use crate::history::{History, MemoryHistory};
 use crate::http::{self, HttpState};
 use crate::kafka::consumer::{self, GroupConsumer, Sinks};
 use crate::kafka::dead_letter::DeadLetters;
 use crate::kafka::{DEV_TOPICS, dev_broker::DevBroker};
+use crate::redis::Links;
+use crate::redis::adapter::{ClusterAdapter, PubSub};
+use crate::redis::history::RedisHistory;
+use crate::router::{self, AttachSockets};
 use crate::routing::RoutingRules;
 use crate::socket::gate::Gate;
 use crate::socket::hub::{Hub, SocketHub};
 use crate::stats::Stats;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, every};
 use crate::{demo, socket};
 
 /// A built, bound, not yet running service.
@@ -43,7 +44,7 @@ pub struct App {
     sinks: Sinks,
     hub: Arc<dyn Hub>,
     memory_history: Option<Arc<MemoryHistory>>,
-    redis: Option<RedisLinks>,
+    redis: Option<Links>,
     limiter: Arc<socket::Limiter>,
     health: Arc<Health>,
     faults: Arc<Faults>,
@@ -55,24 +56,7 @@ pub struct App {
 impl App {
     /// Starts the development broker if needed, binds the port and creates the consumer.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let dev_broker = match &config.kafka.brokers {
-            Some(_) => None,
-            None => {
-                let mut topics = DEV_TOPICS.to_vec();
-                topics.push(&config.kafka.dlq_topic);
-                let broker = DevBroker::start(&topics, 3).context("starting the embedded development broker")?;
-                tracing::warn!(
-                    bootstrap = broker.bootstrap_servers(),
-                    "KAFKA_BROKERS is not set: using an EMBEDDED DEVELOPMENT BROKER (in memory, this process only). Never use this in production."
-                );
-                Some(broker)
-            }
-        };
-        let brokers = match (&config.kafka.brokers, &dev_broker) {
-            (Some(b), _) => b.clone(),
-            (None, Some(d)) => d.bootstrap_servers().to_owned(),
-            (None, None) => unreachable!("a dev broker is started whenever no brokers are configured"),
-        };
+        let (brokers, dev_broker) = brokers(&config)?;
 
         let health = Arc::new(Health::new(dev_broker.is_some()));
         let stats = Arc::new(Stats::default());
@@ -80,68 +64,11 @@ impl App {
         if config.app_env == AppEnv::Production && config.jwt_audience.is_empty() {
             tracing::warn!("JWT_AUDIENCE is not set: tokens minted for any service that shares the key are accepted");
         }
-        // Memory unless Redis is configured; the memory store needs sweeping, Redis expires keys itself.
-        let (history, memory_history, redis): (Arc<dyn History>, Option<Arc<MemoryHistory>>, Option<RedisHistory>) = match &config.redis_url
-        {
-            Some(url) => {
-                let redis = RedisHistory::connect(url, &config.redis_prefix, config.history).context("REDIS_URL")?;
-                tracing::info!(prefix = %config.redis_prefix, "replay history in Redis");
-                // Not ready until the first PING answers.
-                health.set_redis(false);
-                (Arc::new(redis.clone()), None, Some(redis))
-            }
-            None => {
-                let memory = Arc::new(MemoryHistory::new(config.history));
-                (memory.clone(), Some(memory), None)
-            }
-        };
+        let (history, memory_history, redis) = history_backend(&config, &health)?;
         let gate = Arc::new(Gate::default());
 
         let limiter = socket::Limiter::new(config.limits);
-        let builder = SocketIo::builder()
-            // The same packet limit for both transports (the WebSocket default is 64 MiB).
-            .max_payload(config.limits.max_payload_bytes)
-            .ws_max_message_size(config.limits.max_payload_bytes as usize)
-            .ws_max_frame_size(config.limits.max_payload_bytes as usize)
-            .max_buffer_size(config.limits.socket_buffer)
-            // Clients send little (acks, pongs, a few events): a small read buffer per
-            // socket (the default is 4 KiB); larger frames are still read, in more calls.
-            .ws_read_buffer_size(1024)
-            // Sessions that never send a Socket.IO connect are closed this soon (default 45 s).
-            .connect_timeout(config.limits.connect_timeout)
-            .with_state(limiter.clone())
-            .with_state(verifier.clone())
-            .with_state(stats.clone())
-            .with_state(history.clone())
-            .with_state(gate.clone());
-        // With Redis, room broadcasts and cluster queries go through the Redis adapter; the
-        // namespace exists once its channels are subscribed (see `RedisLinks::run`).
-        let (attach_sockets, hub, redis): (AttachSockets, Arc<dyn Hub>, _) = match redis.zip(config.redis_url.as_deref()) {
-            Some((history, url)) => {
-                let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;
-                let (layer, io) = builder
-                    .with_adapter::<ClusterAdapter>(pubsub.clone().adapter(&config.redis_prefix))
-                    .build_layer();
-                let hub: Arc<dyn Hub> = SocketHub::new(io.clone(), stats.clone());
-                let links = RedisLinks {
-                    history,
-                    pubsub,
-                    io,
-                    hub: hub.clone(),
-                    delivery: None,
-                };
-                (attach(layer, (limiter.clone(), stats.clone())), hub, Some(links))
-            }
-            None => {
-                let (layer, io) = builder.build_layer();
-                socket::register(&io);
-                (
-                    attach(layer, (limiter.clone(), stats.clone())),
-                    SocketHub::new(io, stats.clone()),
-                    None,
-                )
-            }
-        };
+        let (attach_sockets, hub, redis) = socket_server(&config, &limiter, &verifier, &stats, &history, &gate, redis)?;
 
         let rules = RoutingRules {
             low_stock_threshold: config.low_stock_threshold,
@@ -154,7 +81,7 @@ impl App {
             gate,
             config.kafka.max_record_bytes,
         );
-        let redis = redis.map(|links| RedisLinks {
+        let redis = redis.map(|links| Links {
             delivery: Some(delivery.clone()),
             ..links
         });
@@ -169,23 +96,10 @@ impl App {
             group_id: config.kafka.group_id.as_str().into(),
         };
         crate::metrics::handle();
-        let router = attach_sockets(http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none()))
-            .layer(cors_layer(&config.cors_origins)?);
+        let api = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none());
+        let router = router::router(api, attach_sockets, &config.cors_origins)?;
 
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("binding {} (PORT)", config.bind))?;
-        let metrics_listener = match config.metrics_port {
-            Some(port) => {
-                let addr = SocketAddr::new(config.bind.ip(), port);
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("binding {addr} (METRICS_PORT)"))?,
-                )
-            }
-            None => None,
-        };
+        let (listener, metrics_listener) = listeners(&config).await?;
         let consumer = consumer::create(&config.kafka, &brokers, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
         let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
         let faults = Arc::new(Faults::default());
@@ -248,57 +162,9 @@ impl App {
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let supervisor = Supervisor::new(health.clone(), sinks.stats.clone(), shutdown.clone());
-
-        // Restart policy: a failed consumer is rebuilt (not ready until it has rejoined the
-        // group), resuming from the last committed offsets.
         let consumer_stop = CancellationToken::new();
-        let consumer_task = {
-            let (mut first, stop, kafka, brokers) = (Some(consumer), consumer_stop.clone(), config.kafka.clone(), brokers.clone());
-            let (health, stats) = (health.clone(), sinks.stats.clone());
-            let on_failure = {
-                let health = health.clone();
-                move || health.kafka_restarting()
-            };
-            supervisor.spawn_restarting(
-                "consumer",
-                consumer_stop.clone(),
-                move || {
-                    let consumer = first
-                        .take()
-                        .map_or_else(|| consumer::create(&kafka, &brokers, health.clone(), stats.clone()), Ok);
-                    let (sinks, stop) = (sinks.clone(), stop.clone());
-                    async move { consumer::run(consumer.context("re-creating the Kafka consumer")?, sinks, stop).await }
-                },
-                on_failure,
-            )
-        };
-        // Exit policy for everything else.
-        if let Some(redis) = redis {
-            supervisor.spawn("redis-links", redis.run(health.clone(), shutdown.clone()));
-        }
-        if let Some(memory) = memory_history {
-            supervisor.spawn("history-sweep", sweep_history(memory, config.history.max_age, shutdown.clone()));
-        }
-        // Keeps the Prometheus histograms bounded (we serve /metrics ourselves, so the
-        // exporter's own upkeep does not run).
-        supervisor.spawn(
-            "metrics-upkeep",
-            every(Duration::from_secs(5), shutdown.clone(), move || {
-                if faults.fire(Fault::HousekeepingPanic) {
-                    panic!("injected fault: housekeeping");
-                }
-                crate::metrics::upkeep();
-                std::future::ready(())
-            }),
-        );
-        // Forgets handshake budgets that have refilled.
-        supervisor.spawn(
-            "limiter-sweep",
-            every(Duration::from_secs(60), shutdown.clone(), move || {
-                limiter.sweep();
-                std::future::ready(())
-            }),
-        );
+        let consumer = spawn_consumer(&supervisor, consumer, sinks, &config, &brokers, &health, &consumer_stop);
+        spawn_housekeeping(&supervisor, &config, redis, memory_history, limiter, faults, &health, &shutdown);
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let stop = shutdown.clone();
@@ -309,9 +175,8 @@ impl App {
                     .context("metrics server")
             });
         }
-
         if dev_broker.is_some() {
-            print_dev_banner(&config, &brokers, listener.local_addr()?);
+            demo::print_banner(&config, &brokers, listener.local_addr()?);
             if config.dev_demo_rate > 0 {
                 let (brokers, rate, stop) = (brokers.clone(), config.dev_demo_rate, shutdown.clone());
                 supervisor.spawn("demo-producer", async move {
@@ -320,7 +185,6 @@ impl App {
                 });
             }
         }
-
         let http_stop = CancellationToken::new();
         let server = supervisor.spawn(
             "http-server",
@@ -332,30 +196,16 @@ impl App {
         );
 
         shutdown.cancelled().await;
-        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
-        tracing::info!(grace = ?config.shutdown_grace, "shutdown: readiness is now false");
-        health.start_draining();
-
-        tracing::info!("shutdown: stopping the consumer after the record in flight");
-        consumer_stop.cancel();
-        if tokio::time::timeout_at(deadline, consumer_task).await.is_err() {
-            tracing::warn!("shutdown: consumer did not stop within the grace period");
-        }
-
-        // Closing the transports (not a Socket.IO disconnect, which tells socket.io-client
-        // to stay away) makes clients see "transport close" and reconnect — behind a load
-        // balancer, to a live node, where they resume from their positions.
-        let sockets = hub.local().sockets;
-        tracing::info!(sockets, "shutdown: closing socket transports so clients reconnect elsewhere");
-        if tokio::time::timeout_at(deadline, hub.close()).await.is_err() {
-            tracing::warn!("shutdown: sockets did not close within the grace period");
-        }
-
-        tracing::info!("shutdown: closing the HTTP server");
-        http_stop.cancel();
-        if tokio::time::timeout_at(deadline, server).await.is_err() {
-            tracing::warn!("shutdown: grace period over, dropping remaining connections");
-        }
+        drain::drain(drain::Drain {
+            grace: config.shutdown_grace,
+            health: &health,
+            consumer_stop: &consumer_stop,
+            consumer,
+            hub: hub.as_ref(),
+            http_stop: &http_stop,
+            server,
+        })
+        .await;
         drop(dev_broker);
         match supervisor.failure() {
             Some(failure) => {
@@ -370,20 +220,182 @@ impl App {
     }
 }
 
-/// Runs `work` every `period` until `stop` fires: the housekeeping tasks below. Returns
-/// only then (a supervised task that returns earlier has failed).
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => work().await,
+/// The Socket.IO server, with its state and limits. With Redis, room broadcasts and
+/// cluster queries go through the Redis adapter, and the namespace exists once its channels
+/// are subscribed (see [`Links::run`]); alone, it is registered here.
+fn socket_server(
+    config: &Config,
+    limiter: &Arc<socket::Limiter>,
+    verifier: &Arc<Verifier>,
+    stats: &Arc<Stats>,
+    history: &Arc<dyn History>,
+    gate: &Arc<Gate>,
+    redis: Option<RedisHistory>,
+) -> anyhow::Result<(AttachSockets, Arc<dyn Hub>, Option<Links>)> {
+    let builder = SocketIo::builder()
+        // The same packet limit for both transports (the WebSocket default is 64 MiB).
+        .max_payload(config.limits.max_payload_bytes)
+        .ws_max_message_size(config.limits.max_payload_bytes as usize)
+        .ws_max_frame_size(config.limits.max_payload_bytes as usize)
+        .max_buffer_size(config.limits.socket_buffer)
+        // Clients send little (acks, pongs, a few events): a small read buffer per
+        // socket (the default is 4 KiB); larger frames are still read, in more calls.
+        .ws_read_buffer_size(1024)
+        // Sessions that never send a Socket.IO connect are closed this soon (default 45 s).
+        .connect_timeout(config.limits.connect_timeout)
+        .with_state(limiter.clone())
+        .with_state(verifier.clone())
+        .with_state(stats.clone())
+        .with_state(history.clone())
+        .with_state(gate.clone());
+    let admission = (limiter.clone(), stats.clone());
+    Ok(match redis.zip(config.redis_url.as_deref()) {
+        Some((history, url)) => {
+            let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;
+            let (layer, io) = builder
+                .with_adapter::<ClusterAdapter>(pubsub.clone().adapter(&config.redis_prefix))
+                .build_layer();
+            let hub: Arc<dyn Hub> = SocketHub::new(io.clone(), stats.clone());
+            let links = Links {
+                history,
+                pubsub,
+                io,
+                hub: hub.clone(),
+                delivery: None,
+            };
+            (router::attach(layer, admission), hub, Some(links))
         }
+        None => {
+            let (layer, io) = builder.build_layer();
+            socket::register(&io);
+            (router::attach(layer, admission), SocketHub::new(io, stats.clone()), None)
+        }
+    })
+}
+
+/// The brokers to use: the configured ones, or an embedded development broker started here
+/// (kept alive by the returned handle).
+fn brokers(config: &Config) -> anyhow::Result<(String, Option<DevBroker>)> {
+    if let Some(brokers) = &config.kafka.brokers {
+        return Ok((brokers.clone(), None));
     }
+    let mut topics = DEV_TOPICS.to_vec();
+    topics.push(&config.kafka.dlq_topic);
+    let broker = DevBroker::start(&topics, 3).context("starting the embedded development broker")?;
+    tracing::warn!(
+        bootstrap = broker.bootstrap_servers(),
+        "KAFKA_BROKERS is not set: using an EMBEDDED DEVELOPMENT BROKER (in memory, this process only). Never use this in production."
+    );
+    Ok((broker.bootstrap_servers().to_owned(), Some(broker)))
+}
+
+/// The replay history: in memory (which needs sweeping) unless Redis is configured (which
+/// expires keys itself, and is not ready until its first PING answers).
+type HistoryBackend = (Arc<dyn History>, Option<Arc<MemoryHistory>>, Option<RedisHistory>);
+
+fn history_backend(config: &Config, health: &Health) -> anyhow::Result<HistoryBackend> {
+    Ok(match &config.redis_url {
+        Some(url) => {
+            let redis = RedisHistory::connect(url, &config.redis_prefix, config.history).context("REDIS_URL")?;
+            tracing::info!(prefix = %config.redis_prefix, "replay history in Redis");
+            health.set_redis(false);
+            (Arc::new(redis.clone()), None, Some(redis))
+        }
+        None => {
+            let memory = Arc::new(MemoryHistory::new(config.history));
+            (memory.clone(), Some(memory), None)
+        }
+    })
+}
+
+/// The public port, and the metrics port when it is separate.
+async fn listeners(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {} (PORT)", config.bind))?;
+    let metrics = match config.metrics_port {
+        Some(port) => {
+            let addr = SocketAddr::new(config.bind.ip(), port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (METRICS_PORT)"))?,
+            )
+        }
+        None => None,
+    };
+    Ok((listener, metrics))
+}
+
+/// The consumer, with the restart policy: a failed consumer is rebuilt (not ready until it
+/// has rejoined the group), resuming from the last committed offsets.
+fn spawn_consumer(
+    supervisor: &Arc<Supervisor>,
+    consumer: GroupConsumer,
+    sinks: Sinks,
+    config: &Config,
+    brokers: &str,
+    health: &Arc<Health>,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let (mut first, kafka, brokers) = (Some(consumer), config.kafka.clone(), brokers.to_owned());
+    let (health, stats, run_stop) = (health.clone(), sinks.stats.clone(), stop.clone());
+    let on_failure = {
+        let health = health.clone();
+        move || health.kafka_restarting()
+    };
+    supervisor.spawn_restarting(
+        "consumer",
+        stop.clone(),
+        move || {
+            let consumer = first
+                .take()
+                .map_or_else(|| consumer::create(&kafka, &brokers, health.clone(), stats.clone()), Ok);
+            let (sinks, stop) = (sinks.clone(), run_stop.clone());
+            async move { consumer::run(consumer.context("re-creating the Kafka consumer")?, sinks, stop).await }
+        },
+        on_failure,
+    )
+}
+
+/// The loops beside the pipeline, with the exit policy (see [`crate::supervisor`]).
+#[allow(clippy::too_many_arguments)] // each is one loop's input; a struct would only rename them
+fn spawn_housekeeping(
+    supervisor: &Arc<Supervisor>,
+    config: &Config,
+    redis: Option<Links>,
+    memory_history: Option<Arc<MemoryHistory>>,
+    limiter: Arc<socket::Limiter>,
+    faults: Arc<Faults>,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) {
+    if let Some(redis) = redis {
+        supervisor.spawn("redis-links", redis.run(health.clone(), shutdown.clone()));
+    }
+    if let Some(memory) = memory_history {
+        supervisor.spawn("history-sweep", sweep_history(memory, config.history.max_age, shutdown.clone()));
+    }
+    // Keeps the Prometheus histograms bounded (we serve /metrics ourselves, so the
+    // exporter's own upkeep does not run).
+    supervisor.spawn(
+        "metrics-upkeep",
+        every(Duration::from_secs(5), shutdown.clone(), move || {
+            if faults.fire(Fault::HousekeepingPanic) {
+                panic!("injected fault: housekeeping");
+            }
+            crate::metrics::upkeep();
+            std::future::ready(())
+        }),
+    );
+    // Forgets handshake budgets that have refilled.
+    supervisor.spawn(
+        "limiter-sweep",
+        every(Duration::from_secs(60), shutdown.clone(), move || {
+            limiter.sweep();
+            std::future::ready(())
+        }),
+    );
 }
 
 /// Expires old history entries and forgets idle rooms, several times per age bound.
@@ -395,77 +407,6 @@ async fn sweep_history(history: Arc<MemoryHistory>, max_age: Duration, stop: Can
         std::future::ready(())
     })
     .await
-}
-
-/// Puts the Socket.IO layer (whatever its adapter) on the router.
-type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
-
-fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>, admission: (Arc<socket::Limiter>, Arc<Stats>)) -> AttachSockets {
-    Box::new(move |router: Router| {
-        router
-            .layer(layer)
-            .layer(axum::middleware::map_request(socket::detach_head))
-            .layer(axum::middleware::from_fn_with_state(admission, socket::admit))
-    })
-}
-
-/// What this node has in Redis: the history and the adapter's pub/sub connection.
-struct RedisLinks {
-    history: RedisHistory,
-    pubsub: PubSub,
-    io: SocketIo<ClusterAdapter>,
-    hub: Arc<dyn Hub>,
-    /// For heads to announce after broadcasts the cluster did not take (set once built).
-    delivery: Option<Delivery>,
-}
-
-impl RedisLinks {
-    /// Subscribes the namespace's adapter channels (retrying until Redis answers), then
-    /// pings both connections every second; readiness follows, and each change is logged.
-    /// The connection managers reconnect (and re-subscribe) by themselves once Redis is back;
-    /// then clients are told their rooms' heads, to resync what they missed meanwhile.
-    async fn run(self, health: Arc<Health>, stop: CancellationToken) -> anyhow::Result<()> {
-        let subscribed = async {
-            loop {
-                match socket::register(&self.io).await {
-                    Ok(()) => return tracing::info!("Socket.IO adapter subscribed to Redis"),
-                    Err(error) => tracing::warn!(%error, "Socket.IO adapter cannot subscribe to Redis yet; retrying"),
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = subscribed => {}
-        }
-        every(Duration::from_secs(1), stop, || async {
-            let timeout = Duration::from_secs(1);
-            let (history, pubsub) = tokio::join!(self.history.ping(timeout), self.pubsub.ping(timeout));
-            let up = history && pubsub;
-            // Back after a drop (however short): broadcasts published meanwhile never came.
-            if up && self.pubsub.take_dropped() {
-                let rooms = self.hub.announce_heads(&self.history).await;
-                tracing::info!(
-                    rooms,
-                    "Redis pub/sub reconnected and re-subscribed; room heads announced so clients resync"
-                );
-            }
-            if up && let Some(delivery) = &self.delivery {
-                let rooms = delivery.announce_unannounced().await;
-                if rooms > 0 {
-                    tracing::info!(rooms, "announced the heads of rooms whose broadcast the cluster had not taken");
-                }
-            }
-            if health.set_redis(up) {
-                if up {
-                    tracing::info!("Redis is reachable again; ready");
-                } else {
-                    tracing::warn!(history, pubsub, "Redis is unreachable; not ready until it answers again");
-                }
-            }
-        })
-        .await
-    }
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -499,68 +440,4 @@ async fn wait_for_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
     }
-}
-
-/// The HTTP status of `GET /health/live` on 127.0.0.1:`port`, within 3 s. Lets the
-/// container image check itself without shipping curl.
-pub async fn probe_live(port: u16) -> anyhow::Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let probe = async {
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut head = [0u8; 12];
-        conn.read_exact(&mut head).await?;
-        // "HTTP/1.1 200"
-        let code = std::str::from_utf8(&head[9..12])?.parse::<u16>()?;
-        anyhow::Ok(code)
-    };
-    tokio::time::timeout(Duration::from_secs(3), probe)
-        .await
-        .context("health probe timed out")?
-}
-
-fn cors_layer(origins: &CorsOrigins) -> anyhow::Result<CorsLayer> {
-    let allow = match origins {
-        CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => {
-            let values = list
-                .iter()
-                .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS_ORIGINS: {o:?} is not a valid header value")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            AllowOrigin::list(values)
-        }
-    };
-    Ok(CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600)))
-}
-
-fn print_dev_banner(config: &Config, brokers: &str, addr: SocketAddr) {
-    if config.app_env != AppEnv::Development {
-        return;
-    }
-    let mut banner = format!(
-        "\n==== realtime-bridge DEVELOPMENT MODE ====\n\
-         Embedded Kafka (development only): {brokers}\n\
-         Socket.IO / HTTP: http://127.0.0.1:{port}   probes: /health/ready\n\
-         Demo events: {rate}/s (DEV_DEMO_RATE); more with: realtime-bridge demo --brokers {brokers}\n",
-        port = addr.port(),
-        rate = config.dev_demo_rate,
-    );
-    if let JwtKey::GeneratedDev(secret) = &config.jwt_key {
-        let day = Duration::from_secs(24 * 3600);
-        banner.push_str(&format!(
-            "JWT key: generated for this run only (set JWT_SECRET to choose one).\n\
-             Buyer token ({buyer}): {}\n\
-             Admin token (admin):      {}\n",
-            mint_hs256(secret, demo::DEMO_BUYER, false, day),
-            mint_hs256(secret, "admin", true, day),
-            buyer = demo::DEMO_BUYER,
-        ));
-    }
-    banner.push_str("==========================================\n");
-    println!("{banner}");
 }

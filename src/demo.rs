@@ -4,12 +4,16 @@
 //! created → paid → shipped → delivered (every fifth is cancelled instead); a few products
 //! sell down to low and out of stock and are restocked; prices change now and then.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+use crate::auth::mint_hs256;
+use crate::config::{AppEnv, Config, JwtKey};
 
 /// The user id whose events the printed development buyer token receives.
 pub const DEMO_BUYER: &str = "demo-buyer";
@@ -153,6 +157,34 @@ where
     }
     producer.flush(Duration::from_secs(10))?;
     Ok(sent)
+}
+
+/// The development banner: where things are and tokens to try them with.
+pub fn print_banner(config: &Config, brokers: &str, addr: SocketAddr) {
+    if config.app_env != AppEnv::Development {
+        return;
+    }
+    let mut banner = format!(
+        "\n==== realtime-bridge DEVELOPMENT MODE ====\n\
+         Embedded Kafka (development only): {brokers}\n\
+         Socket.IO / HTTP: http://127.0.0.1:{port}   probes: /health/ready\n\
+         Demo events: {rate}/s (DEV_DEMO_RATE); more with: realtime-bridge demo --brokers {brokers}\n",
+        port = addr.port(),
+        rate = config.dev_demo_rate,
+    );
+    if let JwtKey::GeneratedDev(secret) = &config.jwt_key {
+        let day = Duration::from_secs(24 * 3600);
+        banner.push_str(&format!(
+            "JWT key: generated for this run only (set JWT_SECRET to choose one).\n\
+             Buyer token ({buyer}): {}\n\
+             Admin token (admin):      {}\n",
+            mint_hs256(secret, DEMO_BUYER, false, day),
+            mint_hs256(secret, "admin", true, day),
+            buyer = DEMO_BUYER,
+        ));
+    }
+    banner.push_str("==========================================\n");
+    println!("{banner}");
 }
 
 #[cfg(test)]

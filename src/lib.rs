@@ -8,10 +8,10 @@
 
 pub mod app;
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+mod drain;
 pub mod events;
 pub mod faults;
 pub mod health;
@@ -19,6 +19,8 @@ pub mod history;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod redis;
+pub mod router;
 pub mod routing;
 pub mod socket;
 pub mod stats;

@@ -90,26 +90,16 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
                     Some(Priority::Low),
                 ),
             )];
-            match stock_alert(inv, rules.low_stock_threshold) {
-                Some(StockAlert::OutOfStock) => routes.push(to(
+            if let Some(alert) = stock_alert(inv, rules.low_stock_threshold) {
+                let (kind, message, priority) = match alert {
+                    StockAlert::OutOfStock => ("out-of-stock", format!("{name} is out of stock"), Priority::High),
+                    StockAlert::LowStock => ("low-stock", format!("{name} is low on stock: {} left", inv.stock), Priority::Normal),
+                };
+                routes.push(to(
                     ADMIN_ROOM,
-                    "admin:inventory:out-of-stock".to_owned(),
-                    envelope(
-                        "inventory.out-of-stock".to_owned(),
-                        Some(format!("{name} is out of stock")),
-                        Some(Priority::High),
-                    ),
-                )),
-                Some(StockAlert::LowStock) => routes.push(to(
-                    ADMIN_ROOM,
-                    "admin:inventory:low-stock".to_owned(),
-                    envelope(
-                        "inventory.low-stock".to_owned(),
-                        Some(format!("{name} is low on stock: {} left", inv.stock)),
-                        Some(Priority::Normal),
-                    ),
-                )),
-                None => {}
+                    format!("admin:inventory:{kind}"),
+                    envelope(format!("inventory.{kind}"), Some(message), Some(priority)),
+                ));
             }
             routes
         }

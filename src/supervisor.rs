@@ -124,6 +124,22 @@ impl Supervisor {
     }
 }
 
+/// Runs `work` every `period` until `stop` fires: the housekeeping tasks below. Returns
+/// only then (a supervised task that returns earlier has failed).
+pub(crate) async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => work().await,
+        }
+    }
+}
+
 /// Why a task ended, or `None` when it returned `Ok`.
 fn unexpected(outcome: Result<anyhow::Result<()>, Box<dyn Any + Send>>) -> Option<String> {
     match outcome {

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use realtime_bridge::cluster::PubSub;
+use realtime_bridge::redis::adapter::PubSub;
 use realtime_bridge::stats::Stats;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::time::{Instant, timeout};

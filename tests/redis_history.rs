@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use realtime_bridge::events::Envelope;
-use realtime_bridge::history::redis::RedisHistory;
 use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, Replay};
+use realtime_bridge::redis::history::RedisHistory;
 
 async fn history(max_events: usize, max_age: Duration) -> RedisHistory {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());

@@ -8,10 +8,8 @@
 //!
 //! Bounded by count and age per room; rooms whose history is empty are forgotten after
 //! [`MemoryHistory::IDLE_ROOM_TTL`] (or the age bound, if longer) without events.
-//! [`History`] is a trait so that a shared store ([`redis::RedisHistory`]) can take this
+//! [`History`] is a trait so that a shared store ([`crate::redis::history::RedisHistory`]) can take this
 //! one's place.
-
-pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

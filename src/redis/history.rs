@@ -8,7 +8,7 @@
 //! `<prefix>{<room>}:m` a hash holding the epoch (`e`), the last seq (`n`) and the bytes
 //! the stream holds (`b`: event names plus envelopes, kept exact by trimming the oldest
 //! entries one by one in the append script, by count, bytes and age). Both expire
-//! after [`super::MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without events; a room
+//! after [`MemoryHistory::IDLE_ROOM_TTL`] (or the age bound) without events; a room
 //! that comes back gets a new epoch.
 //!
 //! Epoch and counter share one key on purpose: under `maxmemory` eviction Redis may drop
@@ -22,11 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::Script;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, Replay};
 use crate::events::{Envelope, Position};
+use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, MemoryHistory, Replay};
 
 const APPEND: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
@@ -107,7 +107,7 @@ pub struct RedisHistory {
     since: Arc<Script>,
 }
 
-fn unavailable(e: redis::RedisError) -> HistoryError {
+fn unavailable(e: ::redis::RedisError) -> HistoryError {
     HistoryError(e.to_string())
 }
 
@@ -116,7 +116,7 @@ impl RedisHistory {
     /// lazily and reconnects by itself: Redis being down at start or later makes operations
     /// fail (within 2 s) until it is back, never the process.
     pub fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Self, HistoryError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let client = ::redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -135,7 +135,7 @@ impl RedisHistory {
     /// Whether Redis answers a PING within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> bool {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
+        let cmd = ::redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
     }
@@ -147,7 +147,7 @@ impl RedisHistory {
     }
 
     fn idle_ttl_secs(&self) -> u64 {
-        super::MemoryHistory::IDLE_ROOM_TTL.max(self.limits.max_age).as_secs()
+        MemoryHistory::IDLE_ROOM_TTL.max(self.limits.max_age).as_secs()
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, PushInfo, PushKind, RedisError};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncCommands, PushInfo, PushKind, RedisError};
 use socketioxide::adapter::Emitter;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
@@ -48,11 +48,11 @@ pub struct PubSub {
 impl PubSub {
     /// A driver for `url`; connects lazily, so Redis may be down when the node starts.
     pub fn new(url: &str, stats: Arc<Stats>) -> Result<Self, RedisError> {
-        let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        let info = ::redis::IntoConnectionInfo::into_connection_info(url)?;
         // Pushed pub/sub messages need RESP3 (Redis 6+), whatever the URL says.
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let settings = info.redis_settings().clone().set_protocol(::redis::ProtocolVersion::RESP3);
         let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)?;
+        let client = ::redis::Client::open(info)?;
         let handlers: Handlers = Arc::default();
         let dropped = Arc::new(AtomicBool::new(false));
         let (sink, lost) = (handlers.clone(), dropped.clone());
@@ -90,7 +90,7 @@ impl PubSub {
     pub async fn ping(&self, timeout: Duration) -> bool {
         let mut conn = self.conn.clone();
         matches!(
-            tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await,
+            tokio::time::timeout(timeout, ::redis::cmd("PING").query_async::<String>(&mut conn)).await,
             Ok(Ok(_))
         )
     }
@@ -111,8 +111,8 @@ fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: 
         return;
     };
     let (Ok(channel), Ok(message)) = (
-        redis::from_redis_value::<String>(channel),
-        redis::from_redis_value::<Vec<u8>>(message),
+        ::redis::from_redis_value::<String>(channel),
+        ::redis::from_redis_value::<Vec<u8>>(message),
     ) else {
         tracing::warn!("unreadable message from Redis pub/sub");
         return;
@@ -153,7 +153,7 @@ impl Driver for PubSub {
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
-        let (_, count): (String, u16) = redis::cmd("PUBSUB")
+        let (_, count): (String, u16) = ::redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(chan)
             .query_async(&mut self.conn.clone())
