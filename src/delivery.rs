@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, ParseError, Position, Source};
 use crate::history::{Entry, History, HistoryError};
+use crate::retry::Backoff;
 use crate::routing::{Route, RoutingRules, route};
 use crate::socket::gate::Gate;
 use crate::socket::hub::Hub;
@@ -188,8 +189,13 @@ impl Delivery {
     /// Retries an emit the adapter could not publish; returns how many sockets missed it.
     async fn retry_emit(&self, room: &str, entry: &Entry, first_error: &str, patience: Patience<'_>) -> Result<usize, DeliveryError> {
         let started = tokio::time::Instant::now();
-        let mut backoff = CLUSTER_BACKOFF_MIN;
+        let mut backoff = Backoff::new(CLUSTER_BACKOFF_MIN, CLUSTER_BACKOFF_MAX);
         let mut error = first_error.to_owned();
+        let unstoppable = CancellationToken::new();
+        let stop = match patience {
+            Patience::UntilStopped(stop) => stop,
+            Patience::AtMost(_) => &unstoppable,
+        };
         loop {
             let give_up = match patience {
                 Patience::UntilStopped(stop) => stop.is_cancelled(),
@@ -202,19 +208,11 @@ impl Delivery {
                 }
                 return Err(DeliveryError::NotBroadcast);
             }
-            tracing::warn!(room, id = %entry.envelope.id, %error, ?backoff, "the cluster did not take an emit; retrying");
+            tracing::warn!(room, id = %entry.envelope.id, %error, retry_in = ?backoff.upcoming(), "the cluster did not take an emit; retrying");
             self.stats.cluster_emit_retry();
-            let pause = tokio::time::sleep(backoff);
-            match patience {
-                Patience::UntilStopped(stop) => {
-                    tokio::select! {
-                        _ = stop.cancelled() => continue,
-                        _ = pause => {}
-                    }
-                }
-                Patience::AtMost(_) => pause.await,
+            if !backoff.pause(stop).await {
+                continue;
             }
-            backoff = (backoff * 2).min(CLUSTER_BACKOFF_MAX);
             match self.hub.emit(room, &entry.event, &entry.envelope).await {
                 Ok(missed) => return Ok(missed),
                 Err(BroadcastError::Adapter(e)) => error = e.to_string(),

@@ -20,6 +20,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod redis;
+mod retry;
 pub mod router;
 pub mod routing;
 pub mod socket;

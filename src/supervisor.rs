@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
+use crate::retry::Backoff;
 use crate::stats::Stats;
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -83,7 +84,7 @@ impl Supervisor {
     {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut backoff = RESTART_BACKOFF_MIN;
+            let mut backoff = Backoff::new(RESTART_BACKOFF_MIN, RESTART_BACKOFF_MAX);
             loop {
                 let started = Instant::now();
                 let outcome = AssertUnwindSafe(make()).catch_unwind().await;
@@ -94,14 +95,12 @@ impl Supervisor {
                 me.stats.task_failed(name);
                 on_failure();
                 if started.elapsed() >= STABLE_RUN {
-                    backoff = RESTART_BACKOFF_MIN;
+                    backoff.reset();
                 }
-                tracing::error!(task = name, %reason, restart_in = ?backoff, "task failed; restarting it (not ready meanwhile)");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                tracing::error!(task = name, %reason, restart_in = ?backoff.upcoming(), "task failed; restarting it (not ready meanwhile)");
+                if !backoff.pause(&stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
                 tracing::info!(task = name, "restarting task");
             }
         })

@@ -31,6 +31,7 @@ use crate::delivery::{Delivery, Outcome, Record};
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetters};
+use crate::retry::Backoff;
 use crate::stats::{PartitionLag, Stats};
 
 /// Reports group membership to [`Health`], lag to [`Stats`], and commits before
@@ -180,7 +181,7 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
         timestamp_ms: m.timestamp().to_millis(),
         payload: m.payload(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let reason = loop {
         let handled = AssertUnwindSafe(async {
             if sinks.faults.fire(Fault::RecordPanic) {
@@ -203,12 +204,10 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
                 if cancel.is_cancelled() {
                     return false;
                 }
-                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff, "could not deliver a record; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return false,
-                    _ = tokio::time::sleep(backoff) => {}
+                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff.upcoming(), "could not deliver a record; retrying");
+                if !backoff.pause(cancel).await {
+                    return false;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     };

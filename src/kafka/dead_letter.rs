@@ -18,6 +18,8 @@ use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::Backoff;
+
 /// Header naming the topic the record was read from.
 pub const HEADER_TOPIC: &str = "dlq.source.topic";
 /// Header with the source partition, in decimal.
@@ -163,7 +165,7 @@ impl DeadLetters {
         cancel: &CancellationToken,
         on_failure: impl Fn(&KafkaError, Duration),
     ) -> bool {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut truncated: Option<String> = None;
         let failing_since = tokio::time::Instant::now();
         loop {
@@ -181,16 +183,14 @@ impl DeadLetters {
                 Err(error) => {
                     on_failure(&error, failing_since.elapsed());
                     tracing::error!(
-                        dlq = %self.topic, topic = letter.topic, partition = letter.partition, offset = letter.offset, %error, retry_in = ?backoff,
+                        dlq = %self.topic, topic = letter.topic, partition = letter.partition, offset = letter.offset, %error, retry_in = ?backoff.upcoming(),
                         "could not dead-letter a record; its partition waits until this succeeds"
                     );
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return false,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.pause(cancel).await {
+                return false;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }
