@@ -1,0 +1,279 @@
+//! The replay history's contract, run against both stores — in memory and in a real Redis
+//! (`REDIS_URL`, default 127.0.0.1:6379; the test command starts one if none runs) — then
+//! what only the Redis store can meet: several nodes on one numbering, keys evicted under
+//! `maxmemory`, a stream with a hole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use realtime_bridge::events::Envelope;
+use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, MemoryHistory, Replay};
+use realtime_bridge::redis::history::RedisHistory;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A Redis store of its own (a fresh key prefix).
+fn redis_store(limits: HistoryLimits) -> RedisHistory {
+    let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
+    RedisHistory::connect(&redis_url(), &prefix, limits).expect("a valid Redis URL")
+}
+
+async fn history(max_events: usize, max_age: Duration) -> RedisHistory {
+    redis_store(HistoryLimits::count_and_age(max_events, max_age))
+}
+
+/// Both stores with the same limits: every contract test runs against each.
+fn stores(limits: HistoryLimits) -> [(&'static str, Arc<dyn History>); 2] {
+    [
+        ("memory", Arc::new(MemoryHistory::new(limits))),
+        ("redis", Arc::new(redis_store(limits))),
+    ]
+}
+
+fn envelope(id: &str) -> Envelope {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "type": "order.updated", "occurredAt": "2026-11-22T10:00:00.000Z", "data": {"orderId": id}
+    }))
+    .unwrap()
+}
+
+fn ids(replay: Replay) -> Vec<String> {
+    match replay {
+        Replay::Complete(entries) => entries.iter().map(|e| e.envelope.id.clone()).collect(),
+        Replay::Lost(reason) => panic!("expected a complete replay, got {reason:?}"),
+    }
+}
+
+// The contract, both stores.
+
+#[tokio::test]
+async fn positions_are_contiguous_and_replay_is_exact() {
+    for (store, h) in stores(HistoryLimits::count_and_age(100, Duration::from_secs(600))) {
+        let start = h.head("user:42").await.unwrap();
+        assert_eq!(start.seq, 0, "{store}");
+        for id in ["a", "b", "c", "d"] {
+            let e = h.append("user:42", "order:updated", envelope(id)).await.unwrap();
+            assert_eq!(e.envelope.position.as_ref().unwrap().epoch, start.epoch, "{store}");
+        }
+        let other = h.append("user:7", "order:updated", envelope("x")).await.unwrap();
+        assert_eq!(
+            other.envelope.position.as_ref().unwrap().seq,
+            1,
+            "{store}: each room counts on its own"
+        );
+        assert_eq!(ids(h.since("user:42", &start).await.unwrap()), ["a", "b", "c", "d"], "{store}");
+        let Replay::Complete(entries) = h.since("user:42", &Cursor { seq: 2, ..start.clone() }).await.unwrap() else {
+            panic!("{store}: a complete replay")
+        };
+        let seqs: Vec<u64> = entries.iter().map(|e| e.envelope.position.as_ref().unwrap().seq).collect();
+        assert_eq!(seqs, [3, 4], "{store}");
+        assert_eq!(entries[0].event, "order:updated", "{store}");
+        assert_eq!(entries[0].envelope.data["orderId"], "c", "{store}: the envelope comes back whole");
+        assert_eq!(h.head("user:42").await.unwrap().seq, 4, "{store}");
+        assert!(
+            ids(h.since("user:42", &Cursor { seq: 4, ..start }).await.unwrap()).is_empty(),
+            "{store}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gaps_beyond_the_bounds_and_foreign_positions_are_lost() {
+    for (store, h) in stores(HistoryLimits::count_and_age(3, Duration::from_secs(600))) {
+        let start = h.head("room").await.unwrap();
+        for i in 0..5 {
+            h.append("room", "e", envelope(&i.to_string())).await.unwrap();
+        }
+        assert_eq!(h.since("room", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed), "{store}");
+        assert_eq!(
+            ids(h.since("room", &Cursor { seq: 2, ..start.clone() }).await.unwrap()),
+            ["2", "3", "4"],
+            "{store}"
+        );
+        let ahead = Cursor { seq: 9, ..start.clone() };
+        assert_eq!(
+            h.since("room", &ahead).await.unwrap(),
+            Replay::Lost(LostReason::UnknownPosition),
+            "{store}"
+        );
+        let stale = Cursor {
+            epoch: "0123456789abcdef".into(),
+            seq: 1,
+        };
+        assert_eq!(
+            h.since("room", &stale).await.unwrap(),
+            Replay::Lost(LostReason::EpochChanged),
+            "{store}"
+        );
+        assert_eq!(
+            h.since("never-used", &start).await.unwrap(),
+            Replay::Lost(LostReason::EpochChanged),
+            "{store}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn entries_older_than_the_age_bound_are_not_replayed() {
+    for (store, h) in stores(HistoryLimits::count_and_age(100, Duration::from_millis(300))) {
+        let start = h.head("aging").await.unwrap();
+        h.append("aging", "e", envelope("old")).await.unwrap();
+        // The bound is about time itself: let it pass.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        h.append("aging", "e", envelope("new")).await.unwrap();
+        assert_eq!(
+            h.since("aging", &start).await.unwrap(),
+            Replay::Lost(LostReason::Trimmed),
+            "{store}"
+        );
+        assert_eq!(
+            ids(h.since("aging", &Cursor { seq: 1, ..start }).await.unwrap()),
+            ["new"],
+            "{store}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_room_keeps_at_most_its_byte_budget_oldest_dropped_first() {
+    let limits = HistoryLimits {
+        max_room_bytes: 10_000,
+        ..HistoryLimits::count_and_age(1000, Duration::from_secs(600))
+    };
+    for (store, h) in stores(limits) {
+        let start = h.head("big").await.unwrap();
+        for i in 0..10 {
+            let mut e = envelope(&i.to_string());
+            e.data = serde_json::json!({ "pad": "x".repeat(3_000) });
+            h.append("big", "e", e).await.unwrap();
+        }
+        assert_eq!(h.since("big", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed), "{store}");
+        assert_eq!(
+            ids(h.since("big", &Cursor { seq: 7, ..start }).await.unwrap()),
+            ["7", "8", "9"],
+            "{store}: three 3 KB entries fit in 10 KB"
+        );
+    }
+}
+
+// Redis only.
+
+#[tokio::test]
+async fn two_nodes_share_one_numbering() {
+    // The same prefix from a second connection: another node of the same deployment.
+    let prefix = format!("rb-test:{:08x}:", rand::random::<u32>());
+    let limits = HistoryLimits::count_and_age(1000, Duration::from_secs(600));
+    let (a, b) = (
+        RedisHistory::connect(&redis_url(), &prefix, limits).unwrap(),
+        RedisHistory::connect(&redis_url(), &prefix, limits).unwrap(),
+    );
+    let start = a.head("shared").await.unwrap();
+    let appends = (0..50).map(|i| {
+        let (a, b) = (a.clone(), b.clone());
+        async move {
+            let h = if i % 2 == 0 { a } else { b };
+            h.append("shared", "e", envelope(&i.to_string())).await.unwrap()
+        }
+    });
+    let mut seqs: Vec<u64> = futures_seqs(appends).await;
+    seqs.sort();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>(), "no gap, no duplicate across nodes");
+    assert_eq!(ids(b.since("shared", &start).await.unwrap()).len(), 50);
+}
+
+async fn futures_seqs(
+    appends: impl Iterator<Item = impl std::future::Future<Output = std::sync::Arc<realtime_bridge::history::Entry>> + Send + 'static>,
+) -> Vec<u64> {
+    let tasks: Vec<_> = appends.map(tokio::spawn).collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().envelope.position.as_ref().unwrap().seq);
+    }
+    seqs
+}
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_counter_lost_to_eviction_starts_a_new_epoch_never_a_wrong_replay() {
+    let h = history(100, Duration::from_secs(600)).await;
+    let start = h.head("evicted").await.unwrap();
+    for i in 0..5 {
+        h.append("evicted", "e", envelope(&format!("old-{i}"))).await.unwrap();
+    }
+    let held = Cursor { seq: 2, ..start.clone() };
+    // What `maxmemory` eviction does to one key: the room's counter (and epoch) vanish.
+    let [_, meta] = h.keys("evicted");
+    let _: () = redis::cmd("DEL").arg(&meta).query_async(&mut raw().await).await.unwrap();
+    for i in 0..5 {
+        h.append("evicted", "e", envelope(&format!("new-{i}"))).await.unwrap();
+    }
+    // Numbering restarted: seq 3.. exist again. The old position must not be answered with
+    // them as if nothing had happened.
+    assert_eq!(h.since("evicted", &held).await.unwrap(), Replay::Lost(LostReason::EpochChanged));
+    assert_ne!(h.head("evicted").await.unwrap().epoch, start.epoch);
+}
+
+#[tokio::test]
+async fn a_replay_that_would_skip_or_repeat_entries_is_refused_whole() {
+    let h = history(100, Duration::from_secs(600)).await;
+    let start = h.head("holed").await.unwrap();
+    for i in 0..5 {
+        h.append("holed", "e", envelope(&i.to_string())).await.unwrap();
+    }
+    let [stream, _] = h.keys("holed");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    // One entry in the middle gone (partial eviction, a manual XDEL): entries 1, 2, 4, 5.
+    let _: () = redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&entries.ids[2].id)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    let replay = h.since("holed", &Cursor { seq: 1, ..start.clone() }).await.unwrap();
+    assert!(matches!(replay, Replay::Lost(_)), "not a partial replay: {replay:?}");
+    assert_eq!(ids(h.since("holed", &Cursor { seq: 3, ..start }).await.unwrap()), ["3", "4"]);
+}
+
+#[tokio::test]
+async fn a_gap_longer_than_the_bound_is_refused_without_reading_the_stream() {
+    let h = history(3, Duration::from_secs(600)).await;
+    let start = h.head("long").await.unwrap();
+    for i in 0..10 {
+        h.append("long", "e", envelope(&i.to_string())).await.unwrap();
+    }
+    assert_eq!(h.since("long", &start).await.unwrap(), Replay::Lost(LostReason::Trimmed));
+}
+
+#[tokio::test]
+async fn the_byte_count_of_a_room_stays_exact() {
+    let h = redis_store(HistoryLimits {
+        max_room_bytes: 10_000,
+        ..HistoryLimits::count_and_age(1000, Duration::from_secs(600))
+    });
+    for i in 0..10 {
+        let mut e = envelope(&i.to_string());
+        e.data = serde_json::json!({ "pad": "x".repeat(3_000) });
+        h.append("big", "e", e).await.unwrap();
+    }
+    let [stream, meta] = h.keys("big");
+    let mut conn = raw().await;
+    let len: usize = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    let bytes: usize = redis::cmd("HGET").arg(&meta).arg("b").query_async(&mut conn).await.unwrap();
+    assert_eq!(len, 3);
+    assert!(bytes <= 10_000 && bytes > 9_000, "{bytes}: what the three held entries weigh");
+}
