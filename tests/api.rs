@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, TestApp, spawn_app};
+use common::{API_KEY, SECRET, TestApp, spawn_app};
 use realtime_bridge::auth::mint_hs256;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const KEY: &str = "test-api-key-test-api-key-test-api-key";
+const KEY: &str = API_KEY;
 
 /// No broker is needed for the REST side: the consumer just keeps retrying.
 async fn app(extra: &[(&str, &str)]) -> TestApp {
@@ -19,26 +19,15 @@ async fn app(extra: &[(&str, &str)]) -> TestApp {
     spawn_app(&vars).await
 }
 
-async fn post(
-    app: &TestApp,
-    path: &str,
-    auth: Option<(&str, &str)>,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> (StatusCode, Value) {
-    let mut req = app.http.post(app.url(path)).header("content-type", content_type).body(body);
-    if let Some((name, value)) = auth {
-        req = req.header(name, value);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
-    (status, body)
+const NOTIFY: &str = "/realtime/test/notification";
+const ORDER: &str = "/realtime/broadcast/order";
+
+fn notification() -> String {
+    json!({"userId": "u-1", "title": "Hi", "message": "Hello"}).to_string()
 }
 
-async fn post_json(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
-    post(app, path, Some(("x-api-key", KEY)), "application/json", body.to_string()).await
+fn bearer(user: &str, admin: bool) -> String {
+    format!("Bearer {}", mint_hs256(SECRET, user, admin, Duration::from_secs(60)))
 }
 
 #[tokio::test]
@@ -68,55 +57,77 @@ async fn the_served_openapi_document_is_the_committed_one() {
 }
 
 #[tokio::test]
-async fn operators_authenticate_with_an_admin_token_or_an_api_key() {
+async fn a_request_without_credentials_is_401() {
     let app = app(&[]).await;
-    let body = json!({"userId": "u-1", "title": "Hi", "message": "Hello"}).to_string();
-    let path = "/realtime/test/notification";
-    let admin = format!("Bearer {}", mint_hs256(SECRET, "ops", true, Duration::from_secs(60)));
-    let buyer = format!("Bearer {}", mint_hs256(SECRET, "u-1", false, Duration::from_secs(60)));
-
-    let (status, err) = post(&app, path, None, "application/json", body.clone()).await;
+    let (status, err) = app.post(NOTIFY, None, "application/json", notification()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(err["error"].as_str().unwrap().starts_with("authentication required"));
-    let (status, err) = post(&app, path, Some(("x-api-key", "wrong")), "application/json", body.clone()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_or_a_malformed_token_is_401_with_the_reason() {
+    let app = app(&[]).await;
+    let (status, err) = app
+        .post(NOTIFY, Some(("x-api-key", "wrong")), "application/json", notification())
+        .await;
     assert_eq!((status, err["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid API key")));
-    let (status, err) = post(&app, path, Some(("authorization", "Bearer nope")), "application/json", body.clone()).await;
+    let (status, err) = app
+        .post(NOTIFY, Some(("authorization", "Bearer nope")), "application/json", notification())
+        .await;
     assert_eq!(
         (status, err["error"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("invalid token: malformed"))
     );
-    let (status, err) = post(&app, path, Some(("authorization", &buyer)), "application/json", body.clone()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_buyer_token_is_403() {
+    let app = app(&[]).await;
+    let buyer = bearer("u-1", false);
+    let (status, err) = app
+        .post(NOTIFY, Some(("authorization", &buyer)), "application/json", notification())
+        .await;
     assert_eq!(
         (status, err["error"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden: admin role required"))
     );
+    app.stop().await;
+}
 
-    let (status, ok) = post(&app, path, Some(("authorization", &admin)), "application/json", body.clone()).await;
+#[tokio::test]
+async fn an_admin_token_or_an_api_key_sends_through_the_room_history() {
+    let app = app(&[]).await;
+    let admin = bearer("ops", true);
+    let (status, ok) = app
+        .post(NOTIFY, Some(("authorization", &admin)), "application/json", notification())
+        .await;
     assert_eq!(status, StatusCode::OK, "{ok}");
     assert!(ok["id"].as_str().unwrap().starts_with("rest:"));
     assert_eq!(ok["deliveries"][0]["room"], "user:u-1");
     assert_eq!(ok["deliveries"][0]["event"], "notification");
     assert_eq!(ok["deliveries"][0]["position"]["seq"], 1);
-    let (status, ok) = post(&app, path, Some(("x-api-key", KEY)), "application/json", body.clone()).await;
+    let (status, ok) = app.post(NOTIFY, Some(("x-api-key", KEY)), "application/json", notification()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ok["deliveries"][0]["position"]["seq"], 2, "REST sends go through the room history");
+    app.stop().await;
+}
 
-    let (status, _) = post(
-        &app,
-        path,
-        Some(("authorization", "Bearer forged")),
-        "application/json",
-        body.clone(),
-    )
-    .await;
+#[tokio::test]
+async fn a_bad_token_is_refused_even_next_to_a_good_key() {
+    let app = app(&[]).await;
+    let (status, _) = app
+        .post(NOTIFY, Some(("authorization", "Bearer forged")), "application/json", notification())
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mixed = app
         .http
-        .post(app.url(path))
+        .post(app.url(NOTIFY))
         .header("content-type", "application/json")
         .header("x-api-key", KEY)
         .header("authorization", "Bearer forged")
-        .body(json!({"userId": "u-1", "title": "Hi", "message": "Hello"}).to_string())
+        .body(notification())
         .send()
         .await
         .unwrap();
@@ -125,7 +136,12 @@ async fn operators_authenticate_with_an_admin_token_or_an_api_key() {
         StatusCode::UNAUTHORIZED,
         "a bad token is refused even next to a good key"
     );
+    app.stop().await;
+}
 
+#[tokio::test]
+async fn stats_without_credentials_are_401_naming_the_schemes() {
+    let app = app(&[]).await;
     let stats = app.http.get(app.url("/realtime/stats")).send().await.unwrap();
     assert_eq!(stats.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(stats.headers()["www-authenticate"], "Bearer, ApiKey");
@@ -133,94 +149,91 @@ async fn operators_authenticate_with_an_admin_token_or_an_api_key() {
 }
 
 #[tokio::test]
-async fn bad_bodies_get_a_4xx_naming_the_field() {
+async fn a_missing_mistyped_or_empty_field_is_422_naming_it() {
     let app = app(&[]).await;
-    let path = "/realtime/broadcast/order";
-    let cases: Vec<(Value, StatusCode, Option<&str>)> = vec![
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (ORDER, json!({"orderId": "1", "status": "paid"}), Some("userId")),
+        (ORDER, json!({"userId": 5, "orderId": "1", "status": "paid"}), Some("userId")),
+        (ORDER, json!({"userId": "u", "orderId": " ", "status": "paid"}), Some("orderId")),
         (
-            json!({"orderId": "1", "status": "paid"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("userId"),
-        ),
-        (
-            json!({"userId": 5, "orderId": "1", "status": "paid"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("userId"),
-        ),
-        (
-            json!({"userId": "u", "orderId": " ", "status": "paid"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("orderId"),
-        ),
-        (
+            ORDER,
             json!({"userId": "u", "orderId": "1", "status": "paid", "previousStatus": ""}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             Some("previousStatus"),
         ),
-        (json!([]), StatusCode::UNPROCESSABLE_ENTITY, None),
+        (ORDER, json!([]), None),
+        (
+            "/realtime/broadcast/inventory",
+            json!({"productId": "p", "stock": "lots"}),
+            Some("stock"),
+        ),
+        (
+            "/realtime/broadcast/inventory",
+            json!({"productId": "p", "stock": 1e12}),
+            Some("stock"),
+        ),
+        (
+            "/realtime/broadcast/admin",
+            json!({"event": "Bad Name!", "data": {}}),
+            Some("event"),
+        ),
     ];
-    for (body, status, field) in cases {
-        let (got, err) = post_json(&app, path, body.clone()).await;
-        assert_eq!(got, status, "{body}: {err}");
+    for (path, body, field) in cases {
+        let (got, err) = app.broadcast(path, body.clone()).await;
+        assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {err}");
         assert_eq!(err["field"].as_str(), field, "{body}: {err}");
         assert!(!err["error"].as_str().unwrap().is_empty());
     }
-    let (status, err) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p", "stock": "lots"})).await;
-    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("stock")));
-    let (status, err) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p", "stock": 1e12})).await;
-    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("stock")));
-    let (status, err) = post_json(&app, "/realtime/broadcast/admin", json!({"event": "Bad Name!", "data": {}})).await;
-    assert_eq!((status, err["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("event")));
+    app.stop().await;
+}
 
-    let auth = Some(("x-api-key", KEY));
-    let (status, err) = post(&app, path, auth, "application/json", "{ not json").await;
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = app(&[]).await;
+    let (status, err) = app.post(ORDER, Some(("x-api-key", KEY)), "application/json", "{ not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(err["error"].as_str().unwrap().starts_with("malformed JSON"), "{err}");
-    let (status, _) = post(&app, path, auth, "text/plain", "{}").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = app(&[]).await;
+    let (status, _) = app.post(ORDER, Some(("x-api-key", KEY)), "text/plain", "{}").await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = app(&[]).await;
     let huge = json!({"userId": "u", "orderId": "x".repeat(4096), "status": "paid"}).to_string();
-    let (status, _) = post(&app, path, auth, "application/json", huge).await;
+    let (status, _) = app.post(ORDER, Some(("x-api-key", KEY)), "application/json", huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let res = app
-        .http
-        .get(app.url("/realtime/stats?top=0"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let res = app
-        .http
-        .get(app.url("/realtime/stats?top=abc"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_stats_query_is_400() {
+    let app = app(&[]).await;
+    let (status, _) = app.stats("?top=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, err) = app.stats("?top=abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].is_string());
     app.stop().await;
 }
 
 #[tokio::test]
 async fn stats_and_metrics_report_what_happened() {
     let app = app(&[]).await;
-    let (status, _) = post_json(
-        &app,
-        "/realtime/broadcast/inventory",
-        json!({"productId": "p-9", "stock": 0, "previousStock": 3}),
-    )
-    .await;
+    let (status, _) = app
+        .broadcast(
+            "/realtime/broadcast/inventory",
+            json!({"productId": "p-9", "stock": 0, "previousStock": 3}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let stats: Value = app
-        .http
-        .get(app.url("/realtime/stats?top=5"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, stats) = app.stats("?top=5").await;
     assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(stats["connections"], 0);
     assert_eq!(stats["totals"]["restBroadcasts"], 1);
@@ -267,7 +280,7 @@ async fn junk_requests_cannot_grow_the_metrics() {
         let path = format!("/x{i}/{}?k{i}=v", i * 7919);
         let _ = app.http.request(method, app.url(&path)).send().await.unwrap();
     }
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics().await;
     let junk: Vec<&str> = text.lines().filter(|l| l.contains("JUNK") || l.contains("/x1")).collect();
     assert!(junk.is_empty(), "outsider-chosen labels in /metrics: {junk:?}");
     assert!(
@@ -281,7 +294,9 @@ async fn junk_requests_cannot_grow_the_metrics() {
 async fn a_broadcast_the_history_cannot_store_gets_a_fixed_503_without_internals() {
     // Nothing listens on port 1: every history call fails (after the 2 s connect timeout).
     let app = app(&[("REDIS_URL", "redis://127.0.0.1:1")]).await;
-    let (status, body) = post_json(&app, "/realtime/broadcast/inventory", json!({"productId": "p-9", "stock": 3})).await;
+    let (status, body) = app
+        .broadcast("/realtime/broadcast/inventory", json!({"productId": "p-9", "stock": 3}))
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body,
@@ -291,15 +306,8 @@ async fn a_broadcast_the_history_cannot_store_gets_a_fixed_503_without_internals
     // The Socket.IO namespace does not exist yet (its Redis channels could not be
     // subscribed): stats still answer, and shutdown still drains (socketioxide panics
     // when asked about a namespace it does not have).
-    let stats = app
-        .http
-        .get(app.url("/realtime/stats"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stats.status(), StatusCode::OK);
-    let stats: Value = stats.json().await.unwrap();
+    let (status, stats) = app.stats("").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(stats["connections"], 0);
     assert_eq!(stats["cluster"], Value::Null);
     app.stop().await;

@@ -10,6 +10,15 @@ use realtime_bridge::config::Config;
 use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "integration-secret-integration-secret";
+/// An API key the REST tests configure (`API_KEYS`).
+pub const API_KEY: &str = "test-api-key-test-api-key-test-api-key";
+
+async fn json_answer(res: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    (status, body)
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -25,6 +34,43 @@ impl TestApp {
 
     pub async fn status(&self, path: &str) -> u16 {
         self.http.get(self.url(path)).send().await.unwrap().status().as_u16()
+    }
+
+    /// `POST path` with `body` as `content_type`, sending the `auth` header if any; the
+    /// status and the JSON body (every answer of the API is JSON).
+    pub async fn post(
+        &self,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = self.http.post(self.url(path)).header("content-type", content_type).body(body);
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        json_answer(req.send().await.unwrap()).await
+    }
+
+    /// A REST broadcast (`/realtime/broadcast/<kind>`, `/realtime/test/notification`) with
+    /// the test API key.
+    pub async fn broadcast(&self, path: &str, body: serde_json::Value) -> (reqwest::StatusCode, serde_json::Value) {
+        self.post(path, Some(("x-api-key", API_KEY)), "application/json", body.to_string())
+            .await
+    }
+
+    /// `GET /realtime/stats` with `query` (e.g. `?top=5`) and the test API key.
+    pub async fn stats(&self, query: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let req = self
+            .http
+            .get(self.url(&format!("/realtime/stats{query}")))
+            .header("x-api-key", API_KEY);
+        json_answer(req.send().await.unwrap()).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// The `/health` body.
