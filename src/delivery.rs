@@ -60,17 +60,13 @@ pub enum DeliveryError {
 
 /// A Kafka record as the pipeline needs it.
 #[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    /// Topic name.
-    pub topic: &'a str,
-    /// Partition.
-    pub partition: i32,
-    /// Offset in the partition.
-    pub offset: i64,
-    /// Record timestamp, epoch milliseconds.
-    pub timestamp_ms: Option<i64>,
-    /// The value.
-    pub payload: Option<&'a [u8]>,
+pub(crate) struct Record<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    /// Epoch milliseconds as the producer or broker wrote them: any value.
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) payload: Option<&'a [u8]>,
 }
 
 /// What became of a record.
@@ -124,7 +120,7 @@ impl Delivery {
     /// [`Outcome::Rejected`] (logged with its coordinates); an error means it was not
     /// delivered (history unavailable, or `stop` fired while the cluster did not take an
     /// emit) and the record must be retried, its offset not stored.
-    pub async fn handle_record(&self, rec: Record<'_>, stop: &CancellationToken) -> Result<Outcome, DeliveryError> {
+    pub(crate) async fn handle_record(&self, rec: Record<'_>, stop: &CancellationToken) -> Result<Outcome, DeliveryError> {
         self.stats.consumed(rec.topic);
         let size = rec.payload.map_or(0, <[u8]>::len);
         let parsed = if size > self.max_record_bytes {
