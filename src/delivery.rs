@@ -275,11 +275,14 @@ mod tests {
     use crate::history::{HistoryLimits, MemoryHistory};
     use crate::socket::hub::{ClusterView, LocalView};
 
-    /// A cluster whose pub/sub is down until `up` is set.
+    /// A recording hub: what was emitted, in order, and what was announced.
     #[derive(Default)]
     struct FlakyHub {
         up: AtomicBool,
+        /// Sockets of this node that miss every emit (a full buffer).
+        slow: std::sync::atomic::AtomicUsize,
         emitted: Mutex<Vec<String>>,
+        sequence: Mutex<Vec<(String, String, u64)>>,
         announced: Mutex<Vec<Position>>,
     }
 
@@ -289,12 +292,14 @@ mod tests {
 
     #[async_trait]
     impl Hub for FlakyHub {
-        async fn emit(&self, _room: &str, _event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
+        async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
             if !self.up.load(Ordering::SeqCst) {
                 return Err(down());
             }
             self.emitted.lock().unwrap().push(envelope.id.clone());
-            Ok(0)
+            let seq = envelope.position.as_ref().map_or(0, |p| p.seq);
+            self.sequence.lock().unwrap().push((room.to_owned(), event.to_owned(), seq));
+            Ok(self.slow.load(Ordering::SeqCst))
         }
         async fn announce(&self, position: &Position) -> Result<(), BroadcastError> {
             if !self.up.load(Ordering::SeqCst) {
@@ -368,6 +373,48 @@ mod tests {
             let outcome = rt.block_on(d.handle_record(record, &CancellationToken::new()));
             proptest::prop_assert!(matches!(outcome, Ok(Outcome::Delivered | Outcome::Rejected(_))), "{outcome:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn routes_are_stored_then_emitted_in_order_with_their_positions() {
+        let hub = Arc::new(FlakyHub::default());
+        hub.up.store(true, Ordering::SeqCst);
+        let (d, _) = delivery(hub.clone());
+        let record = Record {
+            topic: "inventory.updated",
+            partition: 0,
+            offset: 7,
+            timestamp_ms: None,
+            payload: Some(br#"{"productId":"p-1","stock":0,"previousStock":4}"#),
+        };
+        for _ in 0..2 {
+            let outcome = d.handle_record(record, &CancellationToken::new()).await.unwrap();
+            assert_eq!(outcome, Outcome::Delivered);
+        }
+        let sequence = hub.sequence.lock().unwrap().clone();
+        let expected = |seq| {
+            vec![
+                ("inventory:updates".to_owned(), "inventory:updated".to_owned(), seq),
+                ("admin:dashboard".to_owned(), "admin:inventory:out-of-stock".to_owned(), seq),
+            ]
+        };
+        assert_eq!(
+            sequence,
+            [expected(1), expected(2)].concat(),
+            "route order, each room numbered on its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn sockets_that_miss_an_emit_are_counted_and_the_record_still_counts_as_delivered() {
+        let hub = Arc::new(FlakyHub::default());
+        hub.up.store(true, Ordering::SeqCst);
+        hub.slow.store(2, Ordering::SeqCst);
+        let (d, _) = delivery(hub);
+        let stored = d.deliver(routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await.unwrap();
+        assert_eq!(stored.len(), 1, "in the history: the slow sockets replay it");
+        let totals = d.stats.totals();
+        assert_eq!((totals.emits, totals.emit_failures), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]
