@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::JwtKey;
 
 /// Tokens longer than this are refused before any parsing.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The longest user id accepted in `sub`.
-pub const MAX_USER_ID_LEN: usize = 128;
+pub(crate) const MAX_USER_ID_LEN: usize = 128;
 
 /// Why a token was refused; the text is what the client sees in `connect_error`.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No token in `auth.token` nor `?token=`.
     #[error("authentication required: pass a JWT in auth.token")]
     MissingToken,
@@ -53,7 +53,7 @@ pub enum AuthError {
 
 /// Who a verified token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The `sub` claim: the user whose `user:<id>` room the socket joins.
     pub user_id: String,
     /// Whether `roles` (or `role`) contains `admin`.
@@ -64,7 +64,7 @@ pub struct Identity {
 
 /// The claims the bridge reads; others are ignored.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The user id.
     #[serde(default)]
     pub sub: String,
@@ -82,7 +82,7 @@ pub struct Claims {
 /// `roles` as a list or a single string.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Roles {
+pub(crate) enum Roles {
     /// No roles claim.
     #[default]
     None,
@@ -132,7 +132,7 @@ impl Verifier {
 
     /// Also requires `aud` to be one of `audience` (when not empty) and `iss` to be
     /// `issuer` (when given): tokens minted for another service are refused.
-    pub fn expecting(mut self, audience: &[String], issuer: Option<&str>) -> Self {
+    pub(crate) fn expecting(mut self, audience: &[String], issuer: Option<&str>) -> Self {
         let mut required = vec!["exp", "sub"];
         if !audience.is_empty() {
             self.validation.set_audience(audience);
@@ -148,7 +148,7 @@ impl Verifier {
     }
 
     /// Verifies a token and returns who it identifies.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
         let token = token.strip_prefix("Bearer ").unwrap_or(token);
         if token.is_empty() {

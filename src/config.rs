@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::history::HistoryLimits;
 
 /// The default topic subscriptions: one regex per event family.
-pub const DEFAULT_TOPICS: &str = r"^order\..*,^inventory\..*,^product\..*";
+pub(crate) const DEFAULT_TOPICS: &str = r"^order\..*,^inventory\..*,^product\..*";
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::stats::Stats;
 
 /// How long a REST broadcast waits for a cluster that does not take its emit (Redis
 /// pub/sub away) before answering 503; see [`Patience`].
-pub const CLUSTER_RETRY_FOR: Duration = Duration::from_secs(30);
+pub(crate) const CLUSTER_RETRY_FOR: Duration = Duration::from_secs(30);
 const CLUSTER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const CLUSTER_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Rooms remembered for a head announcement; beyond, the oldest wait for the next
@@ -35,7 +35,7 @@ const MAX_UNANNOUNCED_ROOMS: usize = 10_000;
 /// duplicates nothing; the wait never holds the [`Gate`], so handshakes and subscribes go
 /// on meanwhile.
 #[derive(Debug, Clone, Copy)]
-pub enum Patience<'a> {
+pub(crate) enum Patience<'a> {
     /// Until it is taken or `stop` fires: the consumer's records, which are then not stored
     /// (the next owner of the partition delivers them again), so shutdown is never held up
     /// by a retry and never stores an offset nobody was sent.
@@ -43,12 +43,15 @@ pub enum Patience<'a> {
     /// At most this long: REST broadcasts, whose caller waits for an answer. Giving up is
     /// an error; the room's head is announced to its sockets once the cluster takes emits
     /// again ([`Delivery::announce_unannounced`]), so clients see the gap and replay it.
+    /// One gap stays unsignalled: a socket that joined the room during the retry got a
+    /// position past the envelope, so the announcement does not make it resync. It needs
+    /// the cluster link down for 30 s while the history still works, and a join meanwhile.
     AtMost(Duration),
 }
 
 /// Why a delivery did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub(crate) enum DeliveryError {
     /// The history could not store an envelope; nothing of it was emitted.
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -71,7 +74,7 @@ pub(crate) struct Record<'a> {
 
 /// What became of a record.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Stored and emitted to every room it routes to.
     Delivered,
     /// Not an event; the caller dead-letters it.
@@ -158,7 +161,7 @@ impl Delivery {
     ///
     /// The gate is held for the append and the first emit attempt only: an emit the
     /// cluster refuses is retried outside it, as `patience` says.
-    pub async fn deliver(&self, routes: Vec<Route>, patience: Patience<'_>) -> Result<Vec<Arc<Entry>>, DeliveryError> {
+    pub(crate) async fn deliver(&self, routes: Vec<Route>, patience: Patience<'_>) -> Result<Vec<Arc<Entry>>, DeliveryError> {
         let _in_order = self.in_order.lock().await;
         let mut stored = Vec::with_capacity(routes.len());
         for r in routes {
@@ -231,7 +234,7 @@ impl Delivery {
     /// Tells every socket of each room whose envelope was stored but never broadcast the
     /// room's head (`sync:position`, through the cluster), so clients behind it resync.
     /// Called once a second while Redis is up; returns how many rooms were announced.
-    pub async fn announce_unannounced(&self) -> usize {
+    pub(crate) async fn announce_unannounced(&self) -> usize {
         let rooms = std::mem::take(&mut *self.unannounced.lock().unwrap_or_else(|p| p.into_inner()));
         let mut announced = 0;
         for room in rooms {

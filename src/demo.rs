@@ -16,7 +16,7 @@ use crate::auth::mint_hs256;
 use crate::config::{AppEnv, Config, JwtKey};
 
 /// The user id whose events the printed development buyer token receives.
-pub const DEMO_BUYER: &str = "demo-buyer";
+pub(crate) const DEMO_BUYER: &str = "demo-buyer";
 
 const PRODUCTS: [(&str, &str, &str, f64); 3] = [
     ("p-100", "Espresso cup", "CUP-ESP", 9.5),
@@ -25,7 +25,7 @@ const PRODUCTS: [(&str, &str, &str, f64); 3] = [
 ];
 
 /// The `n`-th event of the demo stream: topic, key and JSON value.
-pub fn demo_event(n: u64) -> (&'static str, String, Value) {
+pub(crate) fn demo_event(n: u64) -> (&'static str, String, Value) {
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     // Every step of four advances one order; the fourth step alternates inventory and product news.
     let order_no = n / 4;
@@ -160,7 +160,7 @@ where
 }
 
 /// The development banner: where things are and tokens to try them with.
-pub fn print_banner(config: &Config, brokers: &str, addr: SocketAddr) {
+pub(crate) fn print_banner(config: &Config, brokers: &str, addr: SocketAddr) {
     if config.app_env != AppEnv::Development {
         return;
     }

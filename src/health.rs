@@ -123,36 +123,36 @@ impl Health {
     }
 
     /// The consumer failed and is being rebuilt: not ready until the new one has joined.
-    pub fn kafka_restarting(&self) {
+    pub(crate) fn kafka_restarting(&self) {
         self.kafka_joined.store(false, Ordering::Release);
         self.kafka_revoked();
         self.consumer_restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether dead-lettering has been failing for a while (the consumer is held up).
-    pub fn set_dead_letter_stuck(&self, stuck: bool) {
+    pub(crate) fn set_dead_letter_stuck(&self, stuck: bool) {
         self.dead_letter_stuck.store(stuck, Ordering::Release);
     }
 
     /// A long-lived task failed: not ready from now on (the process drains and exits).
-    pub fn fail(&self, task: &'static str) {
+    pub(crate) fn fail(&self, task: &'static str) {
         self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(task);
     }
 
     /// Records whether Redis answers; returns whether that changed.
-    pub fn set_redis(&self, up: bool) -> bool {
+    pub(crate) fn set_redis(&self, up: bool) -> bool {
         let new = if up { REDIS_UP } else { REDIS_DOWN };
         self.redis.swap(new, Ordering::AcqRel) != new
     }
 
     /// The consumer received an assignment (possibly empty) from the group.
-    pub fn kafka_assigned(&self, partitions: Vec<(String, i32)>) {
+    pub(crate) fn kafka_assigned(&self, partitions: Vec<(String, i32)>) {
         *self.assignment.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
         self.kafka_joined.store(true, Ordering::Release);
     }
 
     /// The consumer's partitions were revoked (a rebalance is under way).
-    pub fn kafka_revoked(&self) {
+    pub(crate) fn kafka_revoked(&self) {
         self.assignment.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
@@ -162,12 +162,12 @@ impl Health {
     }
 
     /// Shutdown began: readiness turns false from now on.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
     /// Whether the node should receive traffic.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.kafka_joined.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
             && self.redis.load(Ordering::Acquire) != REDIS_DOWN
@@ -176,7 +176,7 @@ impl Health {
     }
 
     /// Seconds since start.
-    pub fn uptime_secs(&self) -> u64 {
+    pub(crate) fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 

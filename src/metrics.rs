@@ -56,7 +56,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// The metrics in Prometheus text format.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     handle().render()
 }
 
@@ -221,7 +221,7 @@ pub(crate) fn cluster_emit_retries() {
 
 /// Axum middleware: counts every request by method, matched route (never the raw path,
 /// which would let clients create unbounded label values) and status.
-pub async fn track_http(request: Request, next: Next) -> Response {
+pub(crate) async fn track_http(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

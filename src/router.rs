@@ -16,16 +16,19 @@ use crate::stats::Stats;
 
 /// Every route of the public port: `api` (the HTTP side) with the Socket.IO layer put on by
 /// `sockets`, and CORS for the configured origins.
-pub fn router(api: Router, sockets: AttachSockets, origins: &CorsOrigins) -> anyhow::Result<Router> {
+pub(crate) fn router(api: Router, sockets: AttachSockets, origins: &CorsOrigins) -> anyhow::Result<Router> {
     Ok(sockets(api).layer(cors_layer(origins)?))
 }
 
 /// Puts the Socket.IO layer (whatever its adapter) on the router.
-pub type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
+pub(crate) type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
 
 /// The Socket.IO layer, behind its middlewares: `admit` first (a new Engine.IO session
 /// is refused before it costs anything), then `detach_head` (see `socket::head`).
-pub fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>, admission: (Arc<socket::Limiter>, Arc<Stats>)) -> AttachSockets {
+pub(crate) fn attach<A: socketioxide::adapter::Adapter>(
+    layer: SocketIoLayer<A>,
+    admission: (Arc<socket::Limiter>, Arc<Stats>),
+) -> AttachSockets {
     Box::new(move |router: Router| {
         router
             .layer(layer)

@@ -15,15 +15,15 @@
 use crate::events::{Envelope, Event, InventoryEvent, OrderEvent, Priority, Source};
 
 /// Every admin dashboard socket is in this room.
-pub const ADMIN_ROOM: &str = "admin:dashboard";
+pub(crate) const ADMIN_ROOM: &str = "admin:dashboard";
 /// Storefront clients watching stock levels.
-pub const INVENTORY_ROOM: &str = "inventory:updates";
+pub(crate) const INVENTORY_ROOM: &str = "inventory:updates";
 
 /// What every user's private room name starts with.
-pub const USER_ROOM_PREFIX: &str = "user:";
+pub(crate) const USER_ROOM_PREFIX: &str = "user:";
 
 /// The private room of one user's sockets.
-pub fn user_room(user_id: &str) -> String {
+pub(crate) fn user_room(user_id: &str) -> String {
     format!("{USER_ROOM_PREFIX}{user_id}")
 }
 
@@ -141,7 +141,7 @@ pub fn notification(user_id: &str, title: &str, message: &str, source: &Source) 
 }
 
 /// A custom event for the admin dashboard: `admin:<name>` in `admin:dashboard`.
-pub fn admin_event(name: &str, data: serde_json::Value, source: &Source) -> Vec<Route> {
+pub(crate) fn admin_event(name: &str, data: serde_json::Value, source: &Source) -> Vec<Route> {
     vec![Route {
         room: ADMIN_ROOM.to_owned(),
         event: format!("admin:{name}"),
@@ -159,7 +159,7 @@ pub fn admin_event(name: &str, data: serde_json::Value, source: &Source) -> Vec<
 
 /// A stock alert for the admin dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StockAlert {
+pub(crate) enum StockAlert {
     /// Stock fell to the threshold or below, but not to zero.
     LowStock,
     /// Stock fell to zero (or below, when oversold).
@@ -169,7 +169,7 @@ pub enum StockAlert {
 /// The alert an inventory change raises. With `previousStock` known, only a downward
 /// crossing alerts (so a restock or a further sale below the line stays quiet); without
 /// it the bridge cannot tell and alerts on every update at or below the line.
-pub fn stock_alert(inv: &InventoryEvent, threshold: i64) -> Option<StockAlert> {
+pub(crate) fn stock_alert(inv: &InventoryEvent, threshold: i64) -> Option<StockAlert> {
     let was_above = |line: i64| inv.previous_stock.is_none_or(|p| p > line);
     if inv.stock <= 0 {
         was_above(0).then_some(StockAlert::OutOfStock)

@@ -17,9 +17,9 @@ use crate::metrics as m;
 /// Distinct names counted one by one per kind (socket event names, Kafka topics, event
 /// types): every label an outsider can influence is bounded. Topics come from regex
 /// subscriptions, event types from topic names, admin event names from operators.
-pub const MAX_EVENT_NAMES: usize = 256;
+pub(crate) const MAX_EVENT_NAMES: usize = 256;
 /// Where further names are counted.
-pub const OTHER_EVENTS: &str = "(other)";
+pub(crate) const OTHER_EVENTS: &str = "(other)";
 
 /// Counters since start, plus the consumer's last known lag.
 #[derive(Debug, Default)]
@@ -87,7 +87,7 @@ pub struct Totals {
 
 /// Consumer lag of one assigned partition, from librdkafka's statistics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct PartitionLag {
+pub(crate) struct PartitionLag {
     /// Topic.
     pub topic: String,
     /// Partition.
@@ -119,13 +119,13 @@ impl Stats {
     }
 
     /// A record was copied to the dead-letter topic.
-    pub fn dead_lettered(&self, topic: &str) {
+    pub(crate) fn dead_lettered(&self, topic: &str) {
         add(&self.records_dead_lettered);
         m::records_dead_lettered(self.topic(topic, |c| c.dead_lettered += 1));
     }
 
     /// An attempt to produce to the dead-letter topic failed (it is retried).
-    pub fn dead_letter_failed(&self) {
+    pub(crate) fn dead_letter_failed(&self) {
         add(&self.dead_letter_failures);
         m::dead_letter_failures();
     }
@@ -157,60 +157,60 @@ impl Stats {
     }
 
     /// A socket disconnected, for this reason.
-    pub fn disconnected(&self, reason: &str) {
+    pub(crate) fn disconnected(&self, reason: &str) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
         m::disconnected(reason);
     }
 
     /// A handshake was refused.
-    pub fn auth_failed(&self) {
+    pub(crate) fn auth_failed(&self) {
         add(&self.auth_failures);
         m::auth_failures();
     }
 
     /// A reconnecting socket asked to resume a room; `recovered` says how it went.
-    pub fn resumed(&self, recovered: bool) {
+    pub(crate) fn resumed(&self, recovered: bool) {
         m::replays(recovered);
     }
 
     /// A client hit a limit (`limit` names it).
-    pub fn limit_refused(&self, limit: &'static str) {
+    pub(crate) fn limit_refused(&self, limit: &'static str) {
         m::limit_refusals(limit);
     }
 
     /// A socket too slow to take its events was disconnected.
-    pub fn slow_disconnected(&self) {
+    pub(crate) fn slow_disconnected(&self) {
         m::slow_disconnects();
     }
 
     /// A broadcast from another node was dropped: this node fell behind on Redis.
-    pub fn cluster_dropped(&self) {
+    pub(crate) fn cluster_dropped(&self) {
         m::cluster_dropped();
     }
 
     /// Redis did not take a room broadcast; it is retried.
-    pub fn cluster_emit_retry(&self) {
+    pub(crate) fn cluster_emit_retry(&self) {
         m::cluster_emit_retries();
     }
 
     /// A long-lived task (`task` names it) failed.
-    pub fn task_failed(&self, task: &'static str) {
+    pub(crate) fn task_failed(&self, task: &'static str) {
         m::task_failures(task);
     }
 
     /// Handling a record panicked (a bug); the record was dead-lettered.
-    pub fn record_panicked(&self) {
+    pub(crate) fn record_panicked(&self) {
         m::record_panics();
     }
 
     /// An event was sent through the REST API.
-    pub fn rest_broadcast(&self, kind: &'static str) {
+    pub(crate) fn rest_broadcast(&self, kind: &'static str) {
         add(&self.rest_broadcasts);
         m::rest_broadcasts(kind);
     }
 
     /// Replaces the lag of the assigned partitions with a fresh reading.
-    pub fn set_lag(&self, lags: impl IntoIterator<Item = PartitionLag>) {
+    pub(crate) fn set_lag(&self, lags: impl IntoIterator<Item = PartitionLag>) {
         let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, partition) in lag.keys() {
             m::consumer_lag_gone(topic, *partition);
@@ -239,17 +239,17 @@ impl Stats {
     }
 
     /// Counters per Kafka topic.
-    pub fn per_topic(&self) -> BTreeMap<String, TopicCounts> {
+    pub(crate) fn per_topic(&self) -> BTreeMap<String, TopicCounts> {
         self.per_topic.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Counters per socket event name.
-    pub fn per_event(&self) -> BTreeMap<String, EventCounts> {
+    pub(crate) fn per_event(&self) -> BTreeMap<String, EventCounts> {
         self.per_event.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The last lag reading, per assigned partition.
-    pub fn lag(&self) -> Vec<PartitionLag> {
+    pub(crate) fn lag(&self) -> Vec<PartitionLag> {
         let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         lag.iter()
             .map(|((topic, partition), lag)| PartitionLag {

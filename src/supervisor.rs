@@ -32,7 +32,7 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_RUN: Duration = Duration::from_secs(60);
 
 /// Watches the process's long-lived tasks.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     health: Arc<Health>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -71,7 +71,7 @@ impl Supervisor {
 
     /// Runs the component `make` builds until `stop` fires, building a fresh one whenever
     /// it ends before that (see the module docs); `on_failure` runs after each failure.
-    pub fn spawn_restarting<M, F>(
+    pub(crate) fn spawn_restarting<M, F>(
         self: &Arc<Self>,
         name: &'static str,
         stop: CancellationToken,
@@ -149,7 +149,7 @@ fn unexpected(outcome: Result<anyhow::Result<()>, Box<dyn Any + Send>>) -> Optio
 }
 
 /// The text of a panic payload (`panic!` gives a `&str` or a `String`).
-pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

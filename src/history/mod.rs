@@ -101,7 +101,7 @@ impl HistoryLimits {
 }
 
 /// What an entry costs against the byte budgets: its event name and envelope JSON.
-pub fn entry_bytes(event: &str, envelope: &Envelope) -> usize {
+pub(crate) fn entry_bytes(event: &str, envelope: &Envelope) -> usize {
     /// Counts what is written, keeps nothing.
     struct Counter(usize);
     impl std::io::Write for Counter {
@@ -231,7 +231,7 @@ impl Rooms {
 impl MemoryHistory {
     /// How long a room with no entries keeps its epoch and counter, so a client that saw its
     /// last event and comes back within this time is told "complete" rather than "lost".
-    pub const IDLE_ROOM_TTL: Duration = Duration::from_secs(3600);
+    pub(crate) const IDLE_ROOM_TTL: Duration = Duration::from_secs(3600);
 
     /// An empty history with these bounds.
     pub fn new(limits: HistoryLimits) -> Self {
@@ -243,7 +243,7 @@ impl MemoryHistory {
 
     /// Drops expired entries and forgets idle empty rooms; returns how many rooms remain.
     /// Appends trim their own room; this catches rooms that stopped receiving events.
-    pub fn sweep(&self, now: Instant) -> usize {
+    pub(crate) fn sweep(&self, now: Instant) -> usize {
         let idle_ttl = Self::IDLE_ROOM_TTL.max(self.limits.max_age);
         let mut rooms = self.lock();
         let Rooms { map, bytes, entries, .. } = &mut *rooms;

@@ -11,7 +11,7 @@ use super::HttpState;
 use super::error::ApiError;
 
 /// The header carrying a service API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 
 /// An authenticated caller of the operator API.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -348,7 +348,7 @@ pub async fn admin(
 /// The 503 body when the history cannot store a broadcast (the cause is logged).
 pub const BROADCAST_UNAVAILABLE: &str = "the replay history is unavailable; nothing was sent, retry later";
 /// The 503 body when the broadcast was stored but the cluster did not take it live.
-pub const BROADCAST_NOT_LIVE: &str =
+pub(crate) const BROADCAST_NOT_LIVE: &str =
     "stored in the replay history but not broadcast live (the cluster link is down); clients receive it when they resync";
 
 async fn send(

@@ -29,7 +29,7 @@ use crate::socket::hub::Hub;
 use crate::stats::Stats;
 
 /// Where the OpenAPI document is served.
-pub const OPENAPI_PATH: &str = "/api/docs/openapi.json";
+pub(crate) const OPENAPI_PATH: &str = "/api/docs/openapi.json";
 
 /// What HTTP handlers share.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every HTTP route. With `metrics_here` false, `/metrics` is left to [`metrics_router`] on
 /// its own port.
-pub fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool) -> Router {
+pub(crate) fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool) -> Router {
     let (router, _) = api(metrics_here).split_for_parts();
     router
         .with_state(state)
@@ -113,7 +113,7 @@ pub fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool) -> Ro
 }
 
 /// `/metrics` alone, for `METRICS_PORT`.
-pub fn metrics_router() -> Router {
+pub(crate) fn metrics_router() -> Router {
     Router::new()
         .route("/metrics", axum::routing::get(probes::metrics))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))

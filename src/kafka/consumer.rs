@@ -92,10 +92,10 @@ impl ConsumerContext for GroupContext {
 }
 
 /// The group consumer type.
-pub type GroupConsumer = StreamConsumer<GroupContext>;
+pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Creates the consumer and subscribes it; connecting happens in the background.
-pub fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, stats: Arc<Stats>) -> anyhow::Result<GroupConsumer> {
+pub(crate) fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, stats: Arc<Stats>) -> anyhow::Result<GroupConsumer> {
     let consumer: GroupConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", &config.group_id)

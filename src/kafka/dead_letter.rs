@@ -21,19 +21,19 @@ use tokio_util::sync::CancellationToken;
 use crate::retry::Backoff;
 
 /// Header naming the topic the record was read from.
-pub const HEADER_TOPIC: &str = "dlq.source.topic";
+pub(crate) const HEADER_TOPIC: &str = "dlq.source.topic";
 /// Header with the source partition, in decimal.
-pub const HEADER_PARTITION: &str = "dlq.source.partition";
+pub(crate) const HEADER_PARTITION: &str = "dlq.source.partition";
 /// Header with the source offset, in decimal.
-pub const HEADER_OFFSET: &str = "dlq.source.offset";
+pub(crate) const HEADER_OFFSET: &str = "dlq.source.offset";
 /// Header with the reason the record was refused.
-pub const HEADER_ERROR: &str = "dlq.error";
+pub(crate) const HEADER_ERROR: &str = "dlq.error";
 /// Header present on a truncated copy: what was cut.
-pub const HEADER_TRUNCATED: &str = "dlq.truncated";
+pub(crate) const HEADER_TRUNCATED: &str = "dlq.truncated";
 
 /// The dead-letter producer's `message.max.bytes` (librdkafka's default, which brokers
 /// accept by default too).
-pub const DEFAULT_MAX_BYTES: usize = 1_000_000;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 1_000_000;
 /// How much of the value a truncated copy keeps.
 const TRUNCATED_VALUE_BYTES: usize = 16 * 1024;
 /// How much of the key a truncated copy keeps.
@@ -77,7 +77,7 @@ impl DeadLetters {
     }
 
     /// A producer whose records may be at most `max_bytes` (`message.max.bytes`).
-    pub fn with_max_bytes(brokers: &str, topic: &str, max_bytes: usize) -> Result<Self, KafkaError> {
+    pub(crate) fn with_max_bytes(brokers: &str, topic: &str, max_bytes: usize) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("client.id", "realtime-bridge-dlq")
@@ -159,7 +159,7 @@ impl DeadLetters {
     /// must not be stored). A letter too large for the topic is replaced by its truncated
     /// copy at once. `on_failure` is told about each failed attempt and how long attempts
     /// have been failing.
-    pub async fn send_until_done(
+    pub(crate) async fn send_until_done(
         &self,
         letter: &DeadLetter<'_>,
         cancel: &CancellationToken,

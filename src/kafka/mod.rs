@@ -6,7 +6,7 @@ pub mod dead_letter;
 pub mod dev_broker;
 
 /// The topics the development broker creates and the demo producer writes to.
-pub const DEV_TOPICS: [&str; 6] = [
+pub(crate) const DEV_TOPICS: [&str; 6] = [
     "order.created",
     "order.updated",
     "order.cancelled",

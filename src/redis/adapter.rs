@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::stats::Stats;
 
 /// The adapter this service uses when `REDIS_URL` is set.
-pub type ClusterAdapter = CustomRedisAdapter<Emitter, PubSub>;
+pub(crate) type ClusterAdapter = CustomRedisAdapter<Emitter, PubSub>;
 
 /// Messages a node may fall behind on one channel before the next ones are dropped (and
 /// counted). A dropped broadcast is a gap the client helper detects and replays; the bound
@@ -72,7 +72,7 @@ impl PubSub {
     /// Whether the connection dropped since the last call. Redis pub/sub does not keep
     /// messages for absent subscribers, so after a drop this node's sockets may have missed
     /// broadcasts; see `Hub::announce_heads`.
-    pub fn take_dropped(&self) -> bool {
+    pub(crate) fn take_dropped(&self) -> bool {
         self.dropped.swap(false, Ordering::AcqRel)
     }
 

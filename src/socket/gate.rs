@@ -14,26 +14,26 @@ pub struct Gate(RwLock<()>);
 
 /// Held while envelopes are stored and emitted: no socket joins meanwhile.
 #[must_use = "the gate is open again as soon as this is dropped"]
-pub struct Emitting<'a> {
+pub(crate) struct Emitting<'a> {
     _held: RwLockWriteGuard<'a, ()>,
 }
 
 /// Held while a socket catches up and joins rooms: nothing is emitted meanwhile.
 #[must_use = "the gate is open again as soon as this is dropped"]
-pub struct Joining<'a> {
+pub(crate) struct Joining<'a> {
     _held: RwLockReadGuard<'a, ()>,
 }
 
 impl Gate {
     /// Waits until no socket is joining, then keeps others from joining.
-    pub async fn emitting(&self) -> Emitting<'_> {
+    pub(crate) async fn emitting(&self) -> Emitting<'_> {
         Emitting {
             _held: self.0.write().await,
         }
     }
 
     /// Waits until nothing is being emitted, then keeps emits out (joins share the gate).
-    pub async fn joining(&self) -> Joining<'_> {
+    pub(crate) async fn joining(&self) -> Joining<'_> {
         Joining {
             _held: self.0.read().await,
         }

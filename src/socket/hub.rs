@@ -65,7 +65,7 @@ pub trait Hub: Send + Sync + 'static {
 }
 
 /// [`Hub`] over a socketioxide server.
-pub struct SocketHub<A: Adapter> {
+pub(crate) struct SocketHub<A: Adapter> {
     io: SocketIo<A>,
     stats: Arc<Stats>,
 }

@@ -15,10 +15,10 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use crate::config::ClientLimits;
 
 /// Refused client events after which a socket is disconnected as abusive...
-pub const ABUSE_STRIKES: u32 = 50;
+pub(crate) const ABUSE_STRIKES: u32 = 50;
 /// ...when they all fall within this window: strikes expire, so a well-behaved client that
 /// is refused now and then over a long session is never called abusive.
-pub const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a handshake was refused by a limit; the text is the client's `connect_error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct Limiter {
 }
 
 /// One socket's place in the connection counts; released when dropped.
-pub struct Slot {
+pub(crate) struct Slot {
     limiter: Arc<Limiter>,
     user: String,
 }
@@ -70,7 +70,7 @@ impl Drop for Slot {
 
 /// What a client event is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the rate.
     Allowed,
     /// Over the rate: refuse this one.
@@ -82,7 +82,7 @@ pub enum Verdict {
 }
 
 /// One socket's client-event budget.
-pub struct EventBudget {
+pub(crate) struct EventBudget {
     rate: DefaultDirectRateLimiter,
     strikes: Mutex<Strikes>,
     closing: AtomicBool,
@@ -97,7 +97,7 @@ struct Strikes {
 
 impl EventBudget {
     /// Spends one event.
-    pub fn spend(&self) -> Verdict {
+    pub(crate) fn spend(&self) -> Verdict {
         self.spend_at(Instant::now())
     }
 
@@ -187,7 +187,7 @@ impl Limiter {
     }
 
     /// Takes a connection slot for `user`, or says which limit is reached.
-    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<Slot, LimitError> {
+    pub(crate) fn acquire(self: &Arc<Self>, user: &str) -> Result<Slot, LimitError> {
         let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.limits.max_connections {
             return Err(LimitError::Full);
@@ -216,7 +216,7 @@ impl Limiter {
     }
 
     /// A fresh client-event budget for one socket.
-    pub fn event_budget(&self) -> EventBudget {
+    pub(crate) fn event_budget(&self) -> EventBudget {
         EventBudget {
             rate: DefaultDirectRateLimiter::direct(Quota::per_second(per(self.limits.client_events_per_second))),
             strikes: Mutex::new(Strikes::default()),
@@ -225,7 +225,7 @@ impl Limiter {
     }
 
     /// Forgets addresses whose budget has refilled, so the map does not grow forever.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.handshakes.retain_recent();
         self.sessions_per_ip.retain_recent();
         self.replays.retain_recent();
@@ -235,7 +235,7 @@ impl Limiter {
     /// `X-Forwarded-For` entry (the one the trusted proxy added). That entry is taken as it
     /// is or not at all: one that does not parse as an address (a proxy writing `ip:port`,
     /// say) counts as the peer's, never as the entry before it, which the client wrote.
-    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         if !self.limits.trust_forwarded_for {
             return peer;

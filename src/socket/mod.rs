@@ -37,6 +37,6 @@ use socketioxide_core::adapter::DefinedAdapter;
 /// Registers the default namespace with its auth middleware and handlers.
 /// With a remote adapter, the returned future subscribes the namespace's channels and
 /// must succeed before the namespace exists.
-pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
+pub(crate) fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>) -> A::InitRes {
     io.ns("/", handlers::on_connect::<A>.with(handshake::authenticate::<A>))
 }

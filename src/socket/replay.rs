@@ -33,7 +33,7 @@ const FULL_BUFFER_BACKOFF: Duration = Duration::from_millis(2);
 /// The rooms a socket ended up in, with its position in each and how recovery went.
 /// Holds the gate shared until dropped, so the caller can greet the socket before any live
 /// envelope reaches it.
-pub struct Resumed<'g> {
+pub(crate) struct Resumed<'g> {
     /// Dropping it lets live emits through again.
     pub guard: Joining<'g>,
     /// The room heads: the positions the client should keep now.
@@ -46,12 +46,12 @@ pub struct Resumed<'g> {
 
 /// May this many more envelopes be replayed to the client (its address's budget)? Asked
 /// with 0 before each read of the history, so an exhausted budget costs no read.
-pub type ReplayBudget<'a> = &'a (dyn Fn(usize) -> bool + Sync);
+pub(crate) type ReplayBudget<'a> = &'a (dyn Fn(usize) -> bool + Sync);
 
 /// Replays what `s` missed in each of `resume`'s rooms and joins it to `join` (which
 /// includes those rooms). A room over `budget` is reported `replay-limited`, nothing of
 /// it replayed.
-pub async fn resume<'g, A: Adapter>(
+pub(crate) async fn resume<'g, A: Adapter>(
     s: &SocketRef<A>,
     history: &dyn History,
     gate: &'g Gate,
@@ -167,7 +167,12 @@ async fn join_rooms<A: Adapter>(
 /// Joins `room` and returns its position, so a client that subscribes mid-stream knows
 /// from where every later envelope reaches it live, plus the room's head if it moved
 /// meanwhile on another node (see [`join_rooms`]).
-pub async fn join_at_head<A: Adapter>(s: &SocketRef<A>, history: &dyn History, gate: &Gate, room: &str) -> (Option<Cursor>, Vec<Position>) {
+pub(crate) async fn join_at_head<A: Adapter>(
+    s: &SocketRef<A>,
+    history: &dyn History,
+    gate: &Gate,
+    room: &str,
+) -> (Option<Cursor>, Vec<Position>) {
     let _joining = gate.joining().await;
     let mut positions = BTreeMap::new();
     let unsettled = join_rooms(s, history, &[room.to_owned()], &mut positions).await;
@@ -176,19 +181,19 @@ pub async fn join_at_head<A: Adapter>(s: &SocketRef<A>, history: &dyn History, g
 
 /// Tells the client the head of rooms that moved while it joined; sent after the join's
 /// answer, so the client compares it with what it has received by then.
-pub fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
+pub(crate) fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
     for head in heads {
         let _ = s.emit(SYNC_POSITION, head);
     }
 }
 
 /// Sends one message to `s`, waiting briefly for buffer space (for use under the gate).
-pub async fn emit_briefly<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
+pub(crate) async fn emit_briefly<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
     emit(s, event, data, Instant::now() + GATED_WAIT).await.is_ok()
 }
 
 /// Sends one message to `s`, waiting as long as a replay would for buffer space.
-pub async fn emit_patiently<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
+pub(crate) async fn emit_patiently<T: Serialize + ?Sized, A: Adapter>(s: &SocketRef<A>, event: &str, data: &T) -> bool {
     emit(s, event, data, Instant::now() + REPLAY_DEADLINE).await.is_ok()
 }
 

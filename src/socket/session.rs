@@ -16,7 +16,7 @@ use super::replay::notify_and_disconnect;
 
 /// The expiry of the token a socket is connected with.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     expires_at: AtomicU64,
     refreshed: Notify,
     closed: CancellationToken,
@@ -33,7 +33,7 @@ impl Session {
     }
 
     /// A fresh token was accepted: the session now ends at `expires_at`.
-    pub fn refresh(&self, expires_at: u64) {
+    pub(crate) fn refresh(&self, expires_at: u64) {
         self.expires_at.store(expires_at, Ordering::Release);
         self.refreshed.notify_one();
     }
@@ -44,7 +44,7 @@ impl Session {
     }
 
     /// Seconds since the epoch at which the session ends.
-    pub fn expires_at(&self) -> u64 {
+    pub(crate) fn expires_at(&self) -> u64 {
         self.expires_at.load(Ordering::Acquire)
     }
 }
@@ -61,7 +61,7 @@ const DISCONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Expiry holds whatever the socket does: at `exp` it leaves every room and its client
 /// events are refused at once, before the notice and the disconnect, which a socket that
 /// does not read (its buffer full) may only take later.
-pub async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
+pub(crate) async fn expire<A: Adapter>(s: SocketRef<A>, session: Arc<Session>) {
     loop {
         let exp = session.expires_at();
         let left = Duration::from_secs(exp).saturating_sub(now());

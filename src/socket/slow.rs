@@ -29,11 +29,11 @@ const EVICT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Set on a socket being evicted, so it is evicted once.
 #[derive(Debug, Clone, Default)]
-pub struct Evicting(Arc<AtomicBool>);
+pub(crate) struct Evicting(Arc<AtomicBool>);
 
 /// After an emit to `position.room` that `missed` local sockets missed: finds them and
 /// evicts them.
-pub fn after_missed_emit<A: Adapter>(io: &SocketIo<A>, position: &Position, missed: usize, stats: &Arc<Stats>) {
+pub(crate) fn after_missed_emit<A: Adapter>(io: &SocketIo<A>, position: &Position, missed: usize, stats: &Arc<Stats>) {
     let sockets = io.to(position.room.clone()).sockets();
     // A socket already being evicted keeps missing emits until it drains; when it explains
     // every miss, probing the whole room again (an extra message to each healthy socket,
