@@ -30,7 +30,7 @@ describe("REST API against the running bridge", () => {
 
   before(async () => {
     broker = await startBroker();
-    broker.createTopics(TOPICS, 1);
+    await broker.createTopics(TOPICS, 1);
     bridge = await startBridge(bridgeEnv(broker.brokers, { API_KEYS: API_KEY }));
     kafka = await producer(broker.brokers);
     await bridge.ready();

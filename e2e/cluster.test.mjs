@@ -1,5 +1,5 @@
 // Scale-out: two bridge nodes in one consumer group, the Socket.IO Redis adapter and the
-// replay history in Redis between them. Real binary ×2, tansu broker process, real Redis
+// replay history in Redis between them. Real binary ×2, Apache Kafka broker process, real Redis
 // (127.0.0.1:6379, or a throwaway redis-server for the restart test), official client.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -78,7 +78,7 @@ const percentile = (xs, p) => xs.length ? [...xs].sort((x, y) => x - y)[Math.min
 describe("two nodes, one group, Redis between them", () => {
   test("1 000 events for 50 users reach every socket of their user on both nodes, whichever node consumed them, and no one else", async (t) => {
     const broker = await startBroker();
-    broker.createTopics(["order.cluster", DLQ], PARTITIONS);
+    await broker.createTopics(["order.cluster", DLQ], PARTITIONS);
     const kafka = await producer(broker.brokers);
     const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.cluster", REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix() });
     const [a, b] = await twoNodes(env);
@@ -126,7 +126,7 @@ describe("two nodes, one group, Redis between them", () => {
 
   test("a node SIGKILLed mid-stream: its clients reconnect to the other with their positions; every event arrives or is reported", async (t) => {
     const broker = await startBroker();
-    broker.createTopics(["order.killed", DLQ], PARTITIONS);
+    await broker.createTopics(["order.killed", DLQ], PARTITIONS);
     const kafka = await producer(broker.brokers);
     const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.killed", REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix() });
     const [a, b] = await twoNodes(env);
@@ -175,7 +175,7 @@ describe("two nodes, one group, Redis between them", () => {
 
   test("Redis restarted mid-stream: both nodes not ready, then ready, re-subscribed (cross-node delivery works again); nothing lost silently", async (t) => {
     const broker = await startBroker();
-    broker.createTopics(["order.rrestart", DLQ], PARTITIONS);
+    await broker.createTopics(["order.rrestart", DLQ], PARTITIONS);
     const kafka = await producer(broker.brokers);
     let redis = await startRedis();
     const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.rrestart", REDIS_URL: redis.url });

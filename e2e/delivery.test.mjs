@@ -1,5 +1,5 @@
 // No event lost: replay on reconnect, dead-letter topic, at-least-once across a crash,
-// graceful drain, broker trouble. Real binary, tansu broker process, official client.
+// graceful drain, broker trouble. Real binary, Apache Kafka broker process, official client.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -29,7 +29,7 @@ describe("no event lost", () => {
 
   before(async () => {
     broker = await startBroker();
-    broker.createTopics(["order.updated", "inventory.updated", "order.poison", "order.trim", "order.late", "order.crash", "order.drain", DLQ], 1);
+    await broker.createTopics(["order.updated", "inventory.updated", "order.poison", "order.trim", "order.late", "order.crash", "order.drain", DLQ], 1);
     kafka = await producer(broker.brokers);
     bridge = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.updated,inventory.updated,order.poison" }));
     await bridge.ready();
@@ -164,7 +164,7 @@ describe("no event lost", () => {
   });
 
   test("a hostile producer: odd metadata and values between good ones — the good arrive in order, the bad are dead-lettered, the bridge stays ready", async () => {
-    broker.createTopics(["order.hostile", "e2e.dlq.hostile"], 1);
+    await broker.createTopics(["order.hostile", "e2e.dlq.hostile"], 1);
     const hb = await startBridge(bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.hostile", KAFKA_DLQ_TOPIC: "e2e.dlq.hostile" }));
     cleanups.push(() => hb.stop());
     await hb.ready();
@@ -221,7 +221,7 @@ describe("no event lost", () => {
       return status === 503 && body.kafka.deadLetter === "failing";
     }, { timeoutMs: 60000, what: "not ready while dead-lettering fails" });
 
-    broker.createTopics(["e2e.dlq.late"], 1);
+    await broker.createTopics(["e2e.dlq.late"], 1);
     await waitFor(() => c.of("order:late").length === 1, { timeoutMs: 60000, what: "the partition to move on" });
     await waitFor(async () => (await late.health()).status === 200, { what: "ready again" });
     const [letter] = await readTopic(broker.brokers, "e2e.dlq.late", 1);
@@ -308,7 +308,7 @@ describe("no event lost", () => {
 describe("replay history in Redis", () => {
   test("survives a restart: a client that reconnects to the next process recovers what it missed", async () => {
     const broker = await startBroker();
-    broker.createTopics(["order.redis", DLQ], 1);
+    await broker.createTopics(["order.redis", DLQ], 1);
     const kafka = await producer(broker.brokers);
     const env = bridgeEnv(broker.brokers, {
       KAFKA_TOPICS: "order.redis",
@@ -347,7 +347,7 @@ describe("replay history in Redis", () => {
 describe("Redis trouble", () => {
   test("Redis absent at start, then killed and restarted: not ready meanwhile, then ready; an event produced during the outage is delivered", async () => {
     const broker = await startBroker();
-    broker.createTopics(["order.rtrouble", DLQ], 1);
+    await broker.createTopics(["order.rtrouble", DLQ], 1);
     const kafka = await producer(broker.brokers);
     // Redis is not there yet when the bridge starts: it serves, is not ready, and waits.
     const redisPort = await freePort();
@@ -404,7 +404,7 @@ describe("broker trouble", () => {
       assert.equal(early.body.kafka.status, "connecting");
 
       broker = await startBroker({ port: brokerPort, advertisedPort: net.port });
-      broker.createTopics(["order.updated"], 1);
+      await broker.createTopics(["order.updated"], 1);
       await net.restore();
       await bridge.ready(60000);
       kafka = await producer(`127.0.0.1:${net.port}`);

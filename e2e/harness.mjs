@@ -1,7 +1,9 @@
-// Test harness: a tansu broker process, the real realtime-bridge binary, Kafka producers
+// Test harness: an Apache Kafka broker process, the real realtime-bridge binary, Kafka producers
 // (kafkajs) and the official socket.io-client. Everything binds 127.0.0.1 on free ports.
 import { spawn, execFileSync } from "node:child_process";
-import { createHmac, randomUUID } from "node:crypto";
+import { createHmac, randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
@@ -11,7 +13,6 @@ import { io } from "socket.io-client";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const BRIDGE_BIN = process.env.BRIDGE_BIN ?? path.join(here, "..", "target", "debug", "realtime-bridge");
-export const TANSU_BIN = process.env.TANSU_BIN ?? "tansu";
 export const JWT_SECRET = "e2e-secret-e2e-secret-e2e-secret-0123";
 
 /** Resolves when `predicate()` is truthy; polls a condition, fails after `timeoutMs`. */
@@ -52,33 +53,81 @@ function canConnect(port) {
   });
 }
 
+/** The Apache Kafka version kafka/pom.xml pins. */
+export const KAFKA_VERSION = /<kafka.version>(.*)<\/kafka.version>/.exec(readFileSync(path.join(here, "kafka", "pom.xml"), "utf8"))[1];
+/** Where scripts/test.sh put its jars (from Maven Central). */
+export const KAFKA_LIB = process.env.KAFKA_LIB ?? path.join(os.homedir(), ".cache", "realtime-bridge", `kafka-${KAFKA_VERSION}`, "lib");
+
 /**
- * Starts a tansu broker (in-memory storage) and returns { brokers, createTopics, stop }.
- * With `advertisedPort`, clients are told to reach it there (a proxy in front of it).
+ * Starts a single-node Apache Kafka (KRaft: broker and controller in one JVM, its own log
+ * directory) and returns { brokers, createTopics, stop }. Clients use `brokers`; with
+ * `advertisedPort`, they are told to reach it there (a proxy in front of it). The harness
+ * itself administers it through a listener of its own, so topics can be created while the
+ * proxy is cut.
  */
 export async function startBroker({ port, advertisedPort } = {}) {
   port ??= await freePort();
-  const url = `tcp://127.0.0.1:${port}`;
-  const advertised = `tcp://127.0.0.1:${advertisedPort ?? port}`;
-  const proc = spawn(TANSU_BIN, [
-    "broker", "--storage-engine", "memory://tansu/", "--listener-url", url, "--advertised-listener-url", advertised,
+  const [controllerPort, adminPort] = [await freePort(), await freePort()];
+  const dir = mkdtempSync(path.join(os.tmpdir(), "e2e-kafka-"));
+  const config = path.join(dir, "server.properties");
+  writeFileSync(config, [
+    "process.roles=broker,controller",
+    "node.id=1",
+    `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
+    `listeners=PLAINTEXT://127.0.0.1:${port},ADMIN://127.0.0.1:${adminPort},CONTROLLER://127.0.0.1:${controllerPort}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort ?? port},ADMIN://127.0.0.1:${adminPort}`,
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,ADMIN:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=ADMIN",
+    `log.dirs=${path.join(dir, "data")}`,
+    // One node: internal topics with one replica and one partition (50 slow the start).
+    "offsets.topic.replication.factor=1",
+    "offsets.topic.num.partitions=1",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",
+    "auto.create.topics.enable=false",
+  ].join("\n"));
+  const java = (args) => execFileSync("java", ["-cp", `${KAFKA_LIB}/*`, ...args], { stdio: "pipe" });
+  const clusterId = randomBytes(16).toString("base64url");
+  java([`-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config, "--standalone"]);
+  const proc = spawn("java", [
+    "-Xms128m", "-Xmx512m", "-XX:+UseG1GC",
+    `-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`,
+    "-cp", `${KAFKA_LIB}/*`, "kafka.Kafka", config,
   ], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
+  const kafka = new Kafka({ clientId: "e2e-admin", brokers: [`127.0.0.1:${adminPort}`], logLevel: logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
   await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`tansu exited (${proc.exitCode}): ${stderr}`);
-    return canConnect(port);
-  }, { what: "tansu to listen" });
+    if (proc.exitCode !== null) throw new Error(`kafka exited (${proc.exitCode}): ${stderr}`);
+    if (!(await canConnect(adminPort))) return false;
+    try {
+      await admin.connect();
+      await admin.listTopics();
+      return true;
+    } catch {
+      await admin.disconnect().catch(() => {});
+      return false;
+    }
+  }, { what: "Apache Kafka to answer", timeoutMs: 60000, intervalMs: 100 });
   return {
     brokers: `127.0.0.1:${port}`,
-    createTopics(names, partitions = 3) {
-      for (const name of names) {
-        execFileSync(TANSU_BIN, ["topic", "create", name, "--partitions", String(partitions), "--broker", url], { stdio: "pipe" });
-      }
+    /** Creates topics (and waits for their leaders). */
+    async createTopics(names, partitions = 3) {
+      await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
     },
     async stop() {
-      proc.kill("SIGTERM");
-      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
+      await admin.disconnect().catch(() => {});
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((r) => proc.once("exit", r));
+        proc.kill("SIGKILL");
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -163,14 +212,12 @@ export async function startBridge(env = {}) {
   };
 }
 
-/** Environment for a bridge consuming from `brokers` with a fresh group, tuned for tansu. */
+/** Environment for a bridge consuming from `brokers` with a fresh group. */
 export function bridgeEnv(brokers, extra = {}) {
   return {
     KAFKA_BROKERS: brokers,
     KAFKA_GROUP_ID: `e2e-${randomUUID()}`,
     KAFKA_SESSION_TIMEOUT_MS: "6000",
-    // tansu answers a waiting fetch only when it expires (see shared/KAFKA.md).
-    KAFKA_FETCH_WAIT_MAX_MS: "10",
     KAFKA_AUTO_OFFSET_RESET: "earliest",
     JWT_SECRET,
     ...extra,

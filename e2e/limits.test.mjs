@@ -1,5 +1,5 @@
 // Hostile and unlucky clients: each limit holds, and a well-behaved client connected at the
-// same time still receives every event. Real binary, tansu broker, official client.
+// same time still receives every event. Real binary, Apache Kafka broker, official client.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
@@ -48,7 +48,7 @@ describe("limits and security", () => {
 
   before(async () => {
     broker = await startBroker();
-    broker.createTopics(["order.updated", "inventory.updated", "realtime-bridge.dlq"], 1);
+    await broker.createTopics(["order.updated", "inventory.updated", "realtime-bridge.dlq"], 1);
     kafka = await producer(broker.brokers);
   });
 

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs the Rust
-# unit and integration tests and the end-to-end suite (real binary + tansu broker process
-# + the official socket.io-client + schemathesis against the served OpenAPI document).
+# unit and integration tests and the end-to-end suite (real binary + Apache Kafka broker
+# process + the official socket.io-client + schemathesis against the served OpenAPI document).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-TANSU_VERSION=0.6.0
 SCHEMATHESIS_VERSION=4.32.5
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/realtime-bridge"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  # A Kafka-protocol broker for the end-to-end suite (a Rust implementation of the Kafka
-  # protocol: it builds with cargo alone, where Apache Kafka needs a JVM); built once per
-  # machine into ~/.cargo/bin (about 9 minutes on 2 cores), then reused.
-  step "installing tansu $TANSU_VERSION (once per machine)"
-  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  step "installing a JDK and Maven"
+  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven
+fi
+# Apache Kafka for the end-to-end suite: its runtime jars from Maven Central (e2e/kafka/pom.xml
+# pins the version), fetched once per machine into the cache; the harness runs kafka.Kafka.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' e2e/kafka/pom.xml)
+export KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
+if [ ! -f "$KAFKA_LIB/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  step "fetching Apache Kafka $KAFKA_VERSION from Maven Central (once per machine)"
+  rm -rf "$KAFKA_LIB.partial"
+  mvn -q -B -f e2e/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB.partial"
+  rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.partial" "$KAFKA_LIB"
 fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "installing Node.js"
@@ -40,7 +46,8 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 export SCHEMATHESIS_BIN="$VENV/bin/st"
-tansu --version
+echo "Apache Kafka $KAFKA_VERSION ($(ls "$KAFKA_LIB" | wc -l) jars)"
+java -version 2>&1 | head -1
 node --version
 "$SCHEMATHESIS_BIN" --version
 

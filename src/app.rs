@@ -128,6 +128,11 @@ impl App {
         })
     }
 
+    /// The Kafka bootstrap servers in use (the embedded broker's when none is configured).
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
     /// The address the server is bound to (useful with `PORT=0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
