@@ -24,3 +24,11 @@ test("X-Forwarded-For is trusted only where no client can reach the node directl
     if (trust === "true") assert.deepEqual(service.ports ?? [], [], `${name} trusts X-Forwarded-For and publishes ports a client could reach directly`);
   }
 });
+
+test("docker compose runs the Apache Kafka version the tests run", () => {
+  const pinned = /<kafka.version>(.*)<\/kafka.version>/.exec(read("e2e/kafka/pom.xml"))[1];
+  const compose = parse(read("docker-compose.yml"), { merge: true });
+  const images = Object.values(compose.services).map((s) => s.image ?? "").filter((i) => i.startsWith("apache/kafka:"));
+  assert.ok(images.length > 0);
+  for (const image of images) assert.equal(image, `apache/kafka:${pinned}`);
+});

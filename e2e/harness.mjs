@@ -10,6 +10,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { io } from "socket.io-client";
+import { makeCerts } from "./certs.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const BRIDGE_BIN = process.env.BRIDGE_BIN ?? path.join(here, "..", "target", "debug", "realtime-bridge");
@@ -65,18 +66,36 @@ export const KAFKA_LIB = process.env.KAFKA_LIB ?? path.join(os.homedir(), ".cach
  * itself administers it through a listener of its own, so topics can be created while the
  * proxy is cut.
  */
-export async function startBroker({ port, advertisedPort } = {}) {
+export async function startBroker({ port, advertisedPort, secure = false } = {}) {
   port ??= await freePort();
   const [controllerPort, adminPort] = [await freePort(), await freePort()];
   const dir = mkdtempSync(path.join(os.tmpdir(), "e2e-kafka-"));
   const config = path.join(dir, "server.properties");
+  // With `secure`: SASL_SSL (SCRAM-SHA-512, a user created at format time) and SSL with
+  // client certificates (mTLS) beside the plaintext listeners, certificates made here.
+  const tls = secure ? { sasl: await freePort(), mtls: await freePort(), certs: makeCerts(dir), user: "bridge", password: `pw-${randomUUID()}` } : null;
+  let secured = [];
+  if (tls) {
+    const keystore = path.join(dir, "broker-keystore.pem");
+    writeFileSync(keystore, readFileSync(tls.certs.broker.key, "utf8") + readFileSync(tls.certs.broker.cert, "utf8"));
+    secured = [
+      "sasl.enabled.mechanisms=SCRAM-SHA-512",
+      "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+      "ssl.keystore.type=PEM",
+      `ssl.keystore.location=${keystore}`,
+      "ssl.truststore.type=PEM",
+      `ssl.truststore.location=${tls.certs.ca.cert}`,
+      "listener.name.ssl.ssl.client.auth=required",
+    ];
+  }
+  const extraListeners = tls ? `,SASL_SSL://127.0.0.1:${tls.sasl},SSL://127.0.0.1:${tls.mtls}` : "";
   writeFileSync(config, [
     "process.roles=broker,controller",
     "node.id=1",
     `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},ADMIN://127.0.0.1:${adminPort},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort ?? port},ADMIN://127.0.0.1:${adminPort}`,
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,ADMIN:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    `listeners=PLAINTEXT://127.0.0.1:${port},ADMIN://127.0.0.1:${adminPort},CONTROLLER://127.0.0.1:${controllerPort}${extraListeners}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort ?? port},ADMIN://127.0.0.1:${adminPort}${extraListeners}`,
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,ADMIN:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=ADMIN",
     `log.dirs=${path.join(dir, "data")}`,
@@ -89,10 +108,15 @@ export async function startBroker({ port, advertisedPort } = {}) {
     "share.coordinator.state.topic.min.isr=1",
     "group.initial.rebalance.delay.ms=0",
     "auto.create.topics.enable=false",
+    // Kafka 4 refuses record timestamps over an hour ahead by default; older brokers and
+    // permissive configurations accept any, and the bridge must cope with those too.
+    "log.message.timestamp.after.max.ms=9223372036854775807",
+    ...secured,
   ].join("\n"));
   const java = (args) => execFileSync("java", ["-cp", `${KAFKA_LIB}/*`, ...args], { stdio: "pipe" });
   const clusterId = randomBytes(16).toString("base64url");
-  java([`-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config, "--standalone"]);
+  const scram = tls ? ["--add-scram", `SCRAM-SHA-512=[name=${tls.user},password=${tls.password}]`] : [];
+  java([`-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config, "--standalone", ...scram]);
   const proc = spawn("java", [
     "-Xms128m", "-Xmx512m", "-XX:+UseG1GC",
     `-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`,
@@ -116,6 +140,8 @@ export async function startBroker({ port, advertisedPort } = {}) {
   }, { what: "Apache Kafka to answer", timeoutMs: 60000, intervalMs: 100 });
   return {
     brokers: `127.0.0.1:${port}`,
+    /** With `secure`: { sasl, mtls } addresses, the certificates, the SCRAM user. */
+    secured: tls && { sasl: `127.0.0.1:${tls.sasl}`, mtls: `127.0.0.1:${tls.mtls}`, certs: tls.certs, user: tls.user, password: tls.password },
     /** Creates topics (and waits for their leaders). */
     async createTopics(names, partitions = 3) {
       await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
-use crate::config::{AppEnv, Config};
+use crate::config::{AppEnv, ClientProperties, Config};
 use crate::delivery::Delivery;
 use crate::drain;
 use crate::faults::{Fault, Faults};
@@ -49,6 +49,8 @@ pub struct App {
     health: Arc<Health>,
     faults: Arc<Faults>,
     brokers: String,
+    /// Security and pass-through properties for the consumer it rebuilds.
+    client: ClientProperties,
     // Kept alive for the life of the app; dropping it stops the broker.
     dev_broker: Option<DevBroker>,
 }
@@ -100,8 +102,15 @@ impl App {
         let router = router::router(api, attach_sockets, &config.cors_origins)?;
 
         let (listener, metrics_listener) = listeners(&config).await?;
-        let consumer = consumer::create(&config.kafka, &brokers, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
-        let dead_letters = DeadLetters::new(&brokers, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
+        // The embedded broker speaks plaintext only; a real one gets the configured security.
+        let client = if dev_broker.is_some() {
+            ClientProperties::default()
+        } else {
+            config.kafka.client.clone()
+        };
+        let consumer =
+            consumer::create(&config.kafka, &brokers, &client, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
+        let dead_letters = DeadLetters::new(&brokers, &client, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
         let faults = Arc::new(Faults::default());
 
         Ok(App {
@@ -124,6 +133,7 @@ impl App {
             health,
             faults,
             brokers,
+            client,
             dev_broker,
         })
     }
@@ -163,12 +173,13 @@ impl App {
             health,
             faults,
             brokers,
+            client,
             dev_broker,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let supervisor = Supervisor::new(health.clone(), sinks.stats.clone(), shutdown.clone());
         let consumer_stop = CancellationToken::new();
-        let consumer = spawn_consumer(&supervisor, consumer, sinks, &config, &brokers, &health, &consumer_stop);
+        let consumer = spawn_consumer(&supervisor, consumer, sinks, &config, (&brokers, &client), &health, &consumer_stop);
         spawn_housekeeping(&supervisor, &config, redis, memory_history, limiter, faults, &health, &shutdown);
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
@@ -185,7 +196,9 @@ impl App {
             if config.dev_demo_rate > 0 {
                 let (brokers, rate, stop) = (brokers.clone(), config.dev_demo_rate, shutdown.clone());
                 supervisor.spawn("demo-producer", async move {
-                    demo::run(&brokers, rate, None, stop).await.context("demo producer")?;
+                    demo::run(&brokers, &ClientProperties::default(), rate, None, stop)
+                        .await
+                        .context("demo producer")?;
                     Ok(())
                 });
             }
@@ -339,11 +352,11 @@ fn spawn_consumer(
     consumer: GroupConsumer,
     sinks: Sinks,
     config: &Config,
-    brokers: &str,
+    (brokers, client): (&str, &ClientProperties),
     health: &Arc<Health>,
     stop: &CancellationToken,
 ) -> JoinHandle<()> {
-    let (mut first, kafka, brokers) = (Some(consumer), config.kafka.clone(), brokers.to_owned());
+    let (mut first, kafka, brokers, client) = (Some(consumer), config.kafka.clone(), brokers.to_owned(), client.clone());
     let (health, stats, run_stop) = (health.clone(), sinks.stats.clone(), stop.clone());
     let on_failure = {
         let health = health.clone();
@@ -355,7 +368,7 @@ fn spawn_consumer(
         move || {
             let consumer = first
                 .take()
-                .map_or_else(|| consumer::create(&kafka, &brokers, health.clone(), stats.clone()), Ok);
+                .map_or_else(|| consumer::create(&kafka, &brokers, &client, health.clone(), stats.clone()), Ok);
             let (sinks, stop) = (sinks.clone(), run_stop.clone());
             async move { consumer::run(consumer.context("re-creating the Kafka consumer")?, sinks, stop).await }
         },

@@ -158,7 +158,59 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Records with a larger value are dead-lettered instead of sent to clients.
     pub max_record_bytes: usize,
+    /// Security and pass-through properties every Kafka client of the bridge gets.
+    pub client: ClientProperties,
 }
+
+/// librdkafka properties given to every Kafka client of the bridge (consumer, dead-letter
+/// producer, demo producer): security from the `KAFKA_SECURITY_*` / `KAFKA_SASL_*` /
+/// `KAFKA_SSL_*` variables, then anything from `KAFKA_PROPERTIES_FILE`. `Debug` shows the
+/// keys and only the values known not to be secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties(pub Vec<(String, String)>);
+
+/// Properties whose values may be printed.
+const PUBLIC_PROPERTIES: [&str; 6] = [
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.username",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+];
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if PUBLIC_PROPERTIES.contains(&k.as_str()) {
+                    v.as_str()
+                } else {
+                    "<redacted>"
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+/// Properties the bridge sets itself for its guarantees (at-least-once, the DLQ's
+/// idempotence, lag statistics, its own variables): never taken from `KAFKA_PROPERTIES_FILE`.
+const PROTECTED_PROPERTIES: [&str; 13] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "statistics.interval.ms",
+    "session.timeout.ms",
+    "fetch.wait.max.ms",
+    "topic.metadata.refresh.interval.ms",
+    "allow.auto.create.topics",
+    "message.max.bytes",
+];
 
 /// The whole service configuration.
 #[derive(Debug, Clone)]
@@ -296,7 +348,116 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
         offset_reset,
         dlq_topic,
         max_record_bytes: parse_range(get, "KAFKA_MAX_RECORD_BYTES", 256 * 1024, 1_024..=64 * 1024 * 1024)?,
+        client: kafka_client(get)?,
     })
+}
+
+/// The Kafka client properties alone, from the environment (for the `demo` subcommand).
+pub fn kafka_client_from_env() -> Result<ClientProperties, ConfigError> {
+    let get = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    kafka_client(&get)
+}
+
+/// The security settings, then the pass-through file (see [`ClientProperties`]).
+fn kafka_client(get: Lookup<'_>) -> Result<ClientProperties, ConfigError> {
+    let mut props: Vec<(String, String)> = Vec::new();
+    let protocol = match get("KAFKA_SECURITY_PROTOCOL").map(|p| p.to_ascii_uppercase()).as_deref() {
+        None | Some("PLAINTEXT") => "PLAINTEXT",
+        Some("SSL") => "SSL",
+        Some("SASL_PLAINTEXT") => "SASL_PLAINTEXT",
+        Some("SASL_SSL") => "SASL_SSL",
+        Some(other) => {
+            return Err(invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                format!("expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {other:?}"),
+            ));
+        }
+    };
+    props.push(("security.protocol".into(), protocol.into()));
+    let sasl = protocol.starts_with("SASL_");
+    match (get("KAFKA_SASL_MECHANISM").map(|m| m.to_ascii_uppercase()), sasl) {
+        (None, true) => return Err(invalid("KAFKA_SASL_MECHANISM", format!("required with {protocol}"))),
+        (Some(_), false) => {
+            return Err(invalid(
+                "KAFKA_SASL_MECHANISM",
+                format!("only used with SASL_PLAINTEXT or SASL_SSL, not {protocol}"),
+            ));
+        }
+        (None, false) => {}
+        (Some(mechanism), true) => {
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"].contains(&mechanism.as_str()) {
+                return Err(invalid(
+                    "KAFKA_SASL_MECHANISM",
+                    format!("expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER, got {mechanism:?}"),
+                ));
+            }
+            if mechanism != "OAUTHBEARER" {
+                let user =
+                    get("KAFKA_SASL_USERNAME").ok_or_else(|| invalid("KAFKA_SASL_USERNAME", format!("required with {mechanism}")))?;
+                let password = secret(get, "KAFKA_SASL_PASSWORD")?.ok_or_else(|| {
+                    invalid(
+                        "KAFKA_SASL_PASSWORD",
+                        format!("required with {mechanism} (or KAFKA_SASL_PASSWORD_FILE)"),
+                    )
+                })?;
+                props.push(("sasl.username".into(), user));
+                props.push(("sasl.password".into(), password));
+            }
+            props.push(("sasl.mechanism".into(), mechanism));
+        }
+    }
+    for (var, key) in [
+        ("KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+        ("KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+        ("KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
+    ] {
+        if let Some(path) = get(var) {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(invalid(var, format!("{path:?} is not a readable file")));
+            }
+            props.push((key.into(), path));
+        }
+    }
+    if let Some(password) = secret(get, "KAFKA_SSL_KEY_PASSWORD")? {
+        props.push(("ssl.key.password".into(), password));
+    }
+    if let Some(path) = get("KAFKA_PROPERTIES_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|e| invalid("KAFKA_PROPERTIES_FILE", format!("{path:?}: {e}")))?;
+        for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+                return Err(invalid("KAFKA_PROPERTIES_FILE", format!("line {n}: expected key=value")));
+            };
+            if PROTECTED_PROPERTIES.contains(&key) {
+                return Err(invalid(
+                    "KAFKA_PROPERTIES_FILE",
+                    format!("line {n}: {key} is set by the bridge for its delivery guarantees and cannot be overridden"),
+                ));
+            }
+            if props.iter().any(|(k, _)| k == key) {
+                return Err(invalid(
+                    "KAFKA_PROPERTIES_FILE",
+                    format!("line {n}: {key} is already set by a KAFKA_* variable"),
+                ));
+            }
+            props.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    Ok(ClientProperties(props))
+}
+
+/// A secret from `VAR`, or from the file named by `VAR_FILE` (a mounted secret), trimmed.
+fn secret(get: Lookup<'_>, var: &'static str) -> Result<Option<String>, ConfigError> {
+    match (get(var), get(&format!("{var}_FILE"))) {
+        (Some(_), Some(_)) => Err(invalid(var, format!("set {var} or {var}_FILE, not both"))),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_owned()))
+            .map_err(|e| invalid(var, format!("{var}_FILE {path:?}: {e}"))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The verification key, the accepted audiences and the required issuer.
@@ -520,6 +681,101 @@ mod tests {
         let err = load(&[("REDIS_URL", "http://user:hunter2@host")]).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { var: "REDIS_URL", .. }));
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    fn props(c: &Config) -> Vec<(&str, &str)> {
+        c.kafka.client.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn kafka_security_comes_from_the_environment_and_secrets_are_never_printed() {
+        assert_eq!(props(&load(&[]).unwrap()), [("security.protocol", "PLAINTEXT")]);
+        let c = load(&[
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("KAFKA_SASL_USERNAME", "bridge"),
+            ("KAFKA_SASL_PASSWORD", "hunter2-hunter2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            props(&c),
+            [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.username", "bridge"),
+                ("sasl.password", "hunter2-hunter2"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+            ]
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug output must not contain the password");
+        let dir = std::env::temp_dir().join(format!("rb-config-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("password");
+        std::fs::write(&secret, "from-a-file\n").unwrap();
+        let c = load(&[
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("KAFKA_SASL_USERNAME", "bridge"),
+            ("KAFKA_SASL_PASSWORD_FILE", secret.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert!(props(&c).contains(&("sasl.password", "from-a-file")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_kafka_security_settings_name_the_variable() {
+        let var = |pairs: &[(&str, &str)]| match load(pairs) {
+            Err(ConfigError::Invalid { var, .. }) => var,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(var(&[("KAFKA_SECURITY_PROTOCOL", "TLS")]), "KAFKA_SECURITY_PROTOCOL");
+        assert_eq!(var(&[("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")]), "KAFKA_SASL_MECHANISM");
+        assert_eq!(var(&[("KAFKA_SASL_MECHANISM", "PLAIN")]), "KAFKA_SASL_MECHANISM");
+        assert_eq!(
+            var(&[("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"), ("KAFKA_SASL_MECHANISM", "GSSAPI")]),
+            "KAFKA_SASL_MECHANISM"
+        );
+        assert_eq!(
+            var(&[
+                ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("KAFKA_SASL_MECHANISM", "PLAIN"),
+                ("KAFKA_SASL_USERNAME", "u")
+            ]),
+            "KAFKA_SASL_PASSWORD"
+        );
+        assert_eq!(var(&[("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem")]), "KAFKA_SSL_CA_LOCATION");
+    }
+
+    #[test]
+    fn the_properties_file_passes_through_but_cannot_override_the_guarantees() {
+        let dir = std::env::temp_dir().join(format!("rb-config-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("client.properties");
+        std::fs::write(&file, "# tuning\nsocket.keepalive.enable = true\n\nclient.rack=eu-west-1a\n").unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        let c = load(&[("KAFKA_PROPERTIES_FILE", &path)]).unwrap();
+        assert!(props(&c).contains(&("socket.keepalive.enable", "true")));
+        assert!(props(&c).contains(&("client.rack", "eu-west-1a")));
+        for line in [
+            "enable.auto.offset.store=true",
+            "group.id=other",
+            "security.protocol=SSL",
+            "no equals sign",
+        ] {
+            std::fs::write(&file, line).unwrap();
+            let err = load(&[("KAFKA_PROPERTIES_FILE", &path)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        var: "KAFKA_PROPERTIES_FILE",
+                        ..
+                    }
+                ),
+                "{line}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,13 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::mint_hs256;
-use crate::config::{AppEnv, Config, JwtKey};
+use crate::config::{AppEnv, ClientProperties, Config, JwtKey};
 
 /// The user id whose events the printed development buyer token receives.
 pub(crate) const DEMO_BUYER: &str = "demo-buyer";
@@ -97,8 +96,14 @@ fn product_update(n: u64, now: &str) -> (&'static str, String, Value) {
 }
 
 /// Publishes the demo stream at `rate` events per second until `count` events or `cancel`.
-pub async fn run(brokers: &str, rate: u32, count: Option<u64>, cancel: CancellationToken) -> anyhow::Result<u64> {
-    publish(brokers, rate, count, cancel, demo_event).await
+pub async fn run(
+    brokers: &str,
+    properties: &ClientProperties,
+    rate: u32,
+    count: Option<u64>,
+    cancel: CancellationToken,
+) -> anyhow::Result<u64> {
+    publish(brokers, properties, rate, count, cancel, demo_event).await
 }
 
 /// How often the publisher tops up to its target rate.
@@ -108,12 +113,18 @@ const PACE: Duration = Duration::from_millis(10);
 /// the producer takes them) until `count` events or `cancel`; returns how many were sent.
 /// Sends are not awaited one by one (each would wait for `linger.ms`), so high rates hold;
 /// a failed delivery is logged.
-pub async fn publish<F>(brokers: &str, rate: u32, count: Option<u64>, cancel: CancellationToken, mut make: F) -> anyhow::Result<u64>
+pub async fn publish<F>(
+    brokers: &str,
+    properties: &ClientProperties,
+    rate: u32,
+    count: Option<u64>,
+    cancel: CancellationToken,
+    mut make: F,
+) -> anyhow::Result<u64>
 where
     F: FnMut(u64) -> (&'static str, String, Value),
 {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = crate::kafka::client_config(brokers, properties)
         .set("client.id", "realtime-bridge-demo")
         // Batches still form at high rates; the benchmark's latency includes this wait.
         .set("linger.ms", "1")

@@ -69,7 +69,9 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
                 trigger.cancel();
             });
-            let sent = demo::run(&brokers, rate, count, stop).await?;
+            // The same security settings as the service (KAFKA_SECURITY_PROTOCOL, …).
+            let properties = realtime_bridge::config::kafka_client_from_env()?;
+            let sent = demo::run(&brokers, &properties, rate, count, stop).await?;
             println!("published {sent} demo events");
             Ok(())
         }

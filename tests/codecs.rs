@@ -23,14 +23,24 @@ async fn records_in_every_codec_are_delivered() {
             .unwrap_or_else(|e| panic!("a producer with {codec}: {e}"));
         let value = serde_json::json!({"orderId": format!("c-{i}"), "buyerId": "u-codec", "status": codec}).to_string();
         producer
-            .send(FutureRecord::<(), _>::to("order.updated").partition(0).payload(&value), Duration::from_secs(10))
+            .send(
+                FutureRecord::<(), _>::to("order.updated").partition(0).payload(&value),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap_or_else(|(e, _)| panic!("producing with {codec}: {e}"));
     }
     let counts = || async {
         let h = app.health().await;
-        (h["kafka"]["recordsConsumed"].as_u64().unwrap(), h["kafka"]["recordsInvalid"].as_u64().unwrap(), h["socketio"]["emits"].as_u64().unwrap())
+        (
+            h["kafka"]["recordsConsumed"].as_u64().unwrap(),
+            h["kafka"]["recordsInvalid"].as_u64().unwrap(),
+            h["socketio"]["emits"].as_u64().unwrap(),
+        )
     };
-    eventually("every record consumed and emitted to the buyer and the admins", || async { counts().await == (5, 0, 10) }).await;
+    eventually("every record consumed and emitted to the buyer and the admins", || async {
+        counts().await == (5, 0, 10)
+    })
+    .await;
     app.stop().await;
 }

@@ -382,7 +382,15 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
                 )
             }
         };
-        let sent = demo::publish(&brokers, plan.rate, Some(events), CancellationToken::new(), make).await?;
+        let sent = demo::publish(
+            &brokers,
+            &Default::default(),
+            plan.rate,
+            Some(events),
+            CancellationToken::new(),
+            make,
+        )
+        .await?;
         // Drain: until every delivery arrived, or nothing more arrives for 5 s.
         let expected = if plan.inventory {
             sent * connections as u64
@@ -451,7 +459,7 @@ async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
             json!({"orderId": format!("L{n}"), "buyerId": user, "status": "paid", "previousStatus": "pending"}),
         )
     };
-    let published = demo::publish(&brokers, 0, Some(events), CancellationToken::new(), make).await?;
+    let published = demo::publish(&brokers, &Default::default(), 0, Some(events), CancellationToken::new(), make).await?;
     let bridge = start_bridge(opts, &brokers, 0, "earliest").await?;
     let rss_before = rss_kib(bridge.pid);
     let (cpu0, loader0) = (cpu_secs(bridge.pid), cpu_secs(std::process::id()));

@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::config::{ClientProperties, KafkaConfig};
 use crate::delivery::{Delivery, Outcome, Record};
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
@@ -39,13 +38,28 @@ use crate::stats::{PartitionLag, Stats};
 pub struct GroupContext {
     health: Arc<Health>,
     stats: Arc<Stats>,
+    /// The last client error logged, and when: librdkafka repeats the same failure (a wrong
+    /// password, an untrusted CA) on every reconnect; it is logged once per interval.
+    last_error: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
+
+/// How often one and the same client error is logged again.
+const REPEATED_ERROR_EVERY: Duration = Duration::from_secs(30);
 
 /// How often librdkafka reports statistics (consumer lag).
 const STATS_INTERVAL_MS: u32 = 5_000;
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .as_ref()
+            .is_some_and(|(seen, at)| *seen == text && at.elapsed() < REPEATED_ERROR_EVERY)
+        {
+            return;
+        }
+        *last = Some((text, std::time::Instant::now()));
         tracing::warn!(%error, reason, "kafka client error");
     }
 
@@ -95,9 +109,14 @@ impl ConsumerContext for GroupContext {
 pub(crate) type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Creates the consumer and subscribes it; connecting happens in the background.
-pub(crate) fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, stats: Arc<Stats>) -> anyhow::Result<GroupConsumer> {
-    let consumer: GroupConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub(crate) fn create(
+    config: &KafkaConfig,
+    brokers: &str,
+    properties: &ClientProperties,
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<GroupConsumer> {
+    let consumer: GroupConsumer = super::client_config(brokers, properties)
         .set("group.id", &config.group_id)
         .set("client.id", "realtime-bridge")
         .set("enable.auto.commit", "true")
@@ -109,7 +128,11 @@ pub(crate) fn create(config: &KafkaConfig, brokers: &str, health: Arc<Health>, s
         .set("topic.metadata.refresh.interval.ms", config.metadata_refresh_ms.to_string())
         .set("allow.auto.create.topics", "false")
         .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
-        .create_with_context(GroupContext { health, stats })?;
+        .create_with_context(GroupContext {
+            health,
+            stats,
+            last_error: Default::default(),
+        })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group_id, topics = ?config.topics, "subscribed");

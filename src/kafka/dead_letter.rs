@@ -12,12 +12,12 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ClientProperties;
 use crate::retry::Backoff;
 
 /// Header naming the topic the record was read from.
@@ -72,14 +72,13 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// A producer for `topic` on `brokers`.
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        Self::with_max_bytes(brokers, topic, DEFAULT_MAX_BYTES)
+    pub fn new(brokers: &str, properties: &ClientProperties, topic: &str) -> Result<Self, KafkaError> {
+        Self::with_max_bytes(brokers, properties, topic, DEFAULT_MAX_BYTES)
     }
 
     /// A producer whose records may be at most `max_bytes` (`message.max.bytes`).
-    pub(crate) fn with_max_bytes(brokers: &str, topic: &str, max_bytes: usize) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub(crate) fn with_max_bytes(brokers: &str, properties: &ClientProperties, topic: &str, max_bytes: usize) -> Result<Self, KafkaError> {
+        let producer = super::client_config(brokers, properties)
             .set("client.id", "realtime-bridge-dlq")
             .set("message.max.bytes", max_bytes.to_string())
             // Idempotence keeps librdkafka's own retries from writing a dead letter twice.
@@ -220,6 +219,7 @@ fn describe_cut(letter: &DeadLetter<'_>) -> String {
 mod tests {
     use rdkafka::Offset;
     use rdkafka::TopicPartitionList;
+    use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Message, OwnedMessage};
 
@@ -257,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_too_large_for_the_topic_is_dead_lettered_truncated_not_retried_forever() {
         let broker = DevBroker::start(&[DLQ], 1).unwrap();
-        let letters = DeadLetters::with_max_bytes(broker.bootstrap_servers(), DLQ, 20_000).unwrap();
+        let letters = DeadLetters::with_max_bytes(broker.bootstrap_servers(), &ClientProperties::default(), DLQ, 20_000).unwrap();
         let value = vec![b'x'; 50_000];
         let source = OwnedHeaders::new().insert(Header {
             key: "trace",
@@ -304,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_letter_keeps_the_source_headers() {
         let broker = DevBroker::start(&[DLQ], 1).unwrap();
-        let letters = DeadLetters::new(broker.bootstrap_servers(), DLQ).unwrap();
+        let letters = DeadLetters::new(broker.bootstrap_servers(), &ClientProperties::default(), DLQ).unwrap();
         let source = OwnedHeaders::new()
             .insert(Header {
                 key: "trace",
