@@ -117,27 +117,40 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
   const clusterId = randomBytes(16).toString("base64url");
   const scram = tls ? ["--add-scram", `SCRAM-SHA-512=[name=${tls.user},password=${tls.password}]`] : [];
   java([`-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config, "--standalone", ...scram]);
-  const proc = spawn("java", [
-    "-Xms128m", "-Xmx512m", "-XX:+UseG1GC",
-    `-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`,
-    "-cp", `${KAFKA_LIB}/*`, "kafka.Kafka", config,
-  ], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
+  let proc, stderr;
   const kafka = new Kafka({ clientId: "e2e-admin", brokers: [`127.0.0.1:${adminPort}`], logLevel: logLevel.NOTHING, retry: { retries: 0 } });
   const admin = kafka.admin();
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`kafka exited (${proc.exitCode}): ${stderr}`);
-    if (!(await canConnect(adminPort))) return false;
-    try {
-      await admin.connect();
-      await admin.listTopics();
-      return true;
-    } catch {
-      await admin.disconnect().catch(() => {});
-      return false;
+  // Starts the JVM on the formatted log directory and waits until it answers.
+  const launch = async () => {
+    proc = spawn("java", [
+      "-Xms128m", "-Xmx512m", "-XX:+UseG1GC",
+      `-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`,
+      "-cp", `${KAFKA_LIB}/*`, "kafka.Kafka", config,
+    ], { stdio: ["ignore", "ignore", "pipe"] });
+    stderr = "";
+    proc.stderr.on("data", (d) => { stderr = (stderr + d).slice(-4000); });
+    await waitFor(async () => {
+      if (proc.exitCode !== null) throw new Error(`kafka exited (${proc.exitCode}): ${stderr}`);
+      if (!(await canConnect(adminPort))) return false;
+      try {
+        await admin.connect();
+        await admin.listTopics();
+        return true;
+      } catch {
+        await admin.disconnect().catch(() => {});
+        return false;
+      }
+    }, { what: "Apache Kafka to answer", timeoutMs: 60000, intervalMs: 100 });
+  };
+  const kill = async () => {
+    await admin.disconnect().catch(() => {});
+    if (proc.exitCode === null && proc.signalCode === null) {
+      const exited = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGKILL");
+      await exited;
     }
-  }, { what: "Apache Kafka to answer", timeoutMs: 60000, intervalMs: 100 });
+  };
+  await launch();
   return {
     brokers: `127.0.0.1:${port}`,
     /** With `secure`: { sasl, mtls } addresses, the certificates, the SCRAM user. */
@@ -146,13 +159,12 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
     async createTopics(names, partitions = 3) {
       await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
     },
+    /** SIGKILL: the broker dies mid-whatever; its log directory stays. */
+    kill,
+    /** Starts it again from its log directory, same ports. */
+    restart: launch,
     async stop() {
-      await admin.disconnect().catch(() => {});
-      if (proc.exitCode === null && proc.signalCode === null) {
-        const exited = new Promise((r) => proc.once("exit", r));
-        proc.kill("SIGKILL");
-        await exited;
-      }
+      await kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };
