@@ -223,4 +223,52 @@ describe("two nodes, one group, Redis between them", () => {
       await broker.stop();
     }
   });
+
+  for (const protocol of ["classic", "consumer"]) {
+    test(`a third node joins, then leaves, a two-node group mid-stream (${protocol} group protocol): no event missing silently, duplicates only with the same id`, async (t) => {
+      const broker = await startBroker();
+      const topic = `order.join-${protocol}`;
+      await broker.createTopics([topic, DLQ], PARTITIONS);
+      const kafka = await producer(broker.brokers);
+      const group = protocol === "consumer" ? { KAFKA_GROUP_PROTOCOL: "consumer", KAFKA_SESSION_TIMEOUT_MS: "" } : {};
+      const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: topic, REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix(), ...group });
+      const [a, b] = await twoNodes(env);
+      const users = Array.from({ length: 12 }, (_, i) => `j${protocol[0]}${i}`);
+      const all = users.flatMap((u) => [client(a.url, u, `order:join-${protocol}`), client(b.url, u, `order:join-${protocol}`)]);
+      const N = 45;
+      let c;
+      try {
+        await waitFor(() => all.every((x) => x.hellos.length === 1), { what: "24 sockets connected" });
+        await send(kafka, topic, stream(users, 15));
+        c = await startBridge(env);
+        await c.ready(60000);
+        await waitFor(async () => (await counters(c)).assignedPartitions > 0, { timeoutMs: 60000, what: "the third node to get partitions" });
+        await send(kafka, topic, stream(users, 15, 15));
+        assert.equal(await c.stop(), 0, "the third node drains and leaves");
+        await send(kafka, topic, stream(users, 15, 30));
+        await waitFor(async () => {
+          const [ca, cb] = await Promise.all([counters(a), counters(b)]);
+          return ca.assignedPartitions + cb.assignedPartitions === PARTITIONS;
+        }, { timeoutMs: 60000, what: "the two nodes to own every partition again" });
+        await waitFor(() => all.every(settled(N)), { timeoutMs: 90000, what: "every client to have every event or a recovered: false" });
+        const { delivered, duplicates, reported, missing } = tally(all, N);
+        for (const x of all) {
+          const ids = new Map();
+          for (const g of x.got) {
+            if (ids.has(g.orderId)) assert.equal(ids.get(g.orderId), g.id, "a duplicate keeps its id");
+            ids.set(g.orderId, g.id);
+          }
+        }
+        assert.equal(missing, 0, "no event missing without a recovered: false");
+        t.diagnostic(`${protocol}: ${all.length} clients × ${N} events: delivered ${delivered}/${all.length * N}, duplicates ${duplicates}, reported recovered:false ${reported}, missing silently ${missing}`);
+      } finally {
+        all.forEach((x) => x.socket.close());
+        await kafka.disconnect();
+        await c?.stop();
+        await a.stop();
+        await b.stop();
+        await broker.stop();
+      }
+    });
+  }
 });

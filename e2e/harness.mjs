@@ -111,6 +111,11 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
     // Kafka 4 refuses record timestamps over an hour ahead by default; older brokers and
     // permissive configurations accept any, and the bridge must cope with those too.
     "log.message.timestamp.after.max.ms=9223372036854775807",
+    // KIP-848 groups: heartbeats and session timeout short enough for tests.
+    "group.consumer.min.heartbeat.interval.ms=500",
+    "group.consumer.heartbeat.interval.ms=500",
+    "group.consumer.min.session.timeout.ms=6000",
+    "group.consumer.session.timeout.ms=6000",
     ...secured,
   ].join("\n"));
   const java = (args) => execFileSync("java", ["-cp", `${KAFKA_LIB}/*`, ...args], { stdio: "pipe" });

@@ -137,6 +137,15 @@ impl OffsetReset {
     }
 }
 
+/// The consumer group protocol (`KAFKA_GROUP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol: client-side assignment, eager rebalances, client-side regexes.
+    Classic,
+    /// KIP-848: the broker assigns, incrementally, and matches regexes in full (RE2J).
+    Consumer,
+}
+
 /// Kafka consumer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -146,8 +155,10 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topic names or `^`-prefixed regexes.
     pub topics: Vec<String>,
-    /// `session.timeout.ms`.
+    /// `session.timeout.ms` (classic group protocol only).
     pub session_timeout_ms: u32,
+    /// The consumer group protocol.
+    pub group_protocol: GroupProtocol,
     /// `fetch.wait.max.ms`.
     pub fetch_wait_max_ms: u32,
     /// `topic.metadata.refresh.interval.ms`: how fast new topics matching a regex are seen.
@@ -338,11 +349,43 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
     };
     let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
     check_dlq_topic(&dlq_topic, &topics)?;
+    let group_protocol = match get("KAFKA_GROUP_PROTOCOL").map(|p| p.to_ascii_lowercase()).as_deref() {
+        None | Some("classic") => GroupProtocol::Classic,
+        Some("consumer") => GroupProtocol::Consumer,
+        Some(other) => {
+            return Err(invalid(
+                "KAFKA_GROUP_PROTOCOL",
+                format!("expected classic or consumer, got {other:?}"),
+            ));
+        }
+    };
+    if group_protocol == GroupProtocol::Consumer {
+        if get("KAFKA_SESSION_TIMEOUT_MS").is_some() {
+            return Err(invalid(
+                "KAFKA_SESSION_TIMEOUT_MS",
+                "not used with KAFKA_GROUP_PROTOCOL=consumer: the broker's group.consumer.session.timeout.ms applies".into(),
+            ));
+        }
+        // The broker matches these patterns itself, in full (RE2J): a prefix pattern such as
+        // `^order\.` would match nothing; it must cover the whole name.
+        if let Some(prefix) = topics
+            .iter()
+            .find(|t| t.starts_with('^') && !(t.ends_with(".*") || t.ends_with('$') || t.ends_with(".+")))
+        {
+            return Err(invalid(
+                "KAFKA_TOPICS",
+                format!(
+                    "{prefix:?}: with KAFKA_GROUP_PROTOCOL=consumer the broker matches a pattern against the whole topic name; end it with .* (e.g. ^order\\..*) or $"
+                ),
+            ));
+        }
+    }
     Ok(KafkaConfig {
         brokers,
         group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| "realtime-bridge".to_owned()),
         topics,
         session_timeout_ms: parse_range(get, "KAFKA_SESSION_TIMEOUT_MS", 45_000, 1_000..=300_000)?,
+        group_protocol,
         fetch_wait_max_ms: parse_range(get, "KAFKA_FETCH_WAIT_MAX_MS", 100, 0..=60_000)?,
         metadata_refresh_ms: parse_range(get, "KAFKA_METADATA_REFRESH_MS", 5_000, 100..=10_000)?,
         offset_reset,
@@ -744,6 +787,32 @@ mod tests {
             "KAFKA_SASL_PASSWORD"
         );
         assert_eq!(var(&[("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem")]), "KAFKA_SSL_CA_LOCATION");
+    }
+
+    #[test]
+    fn the_consumer_group_protocol_takes_full_match_patterns_and_no_session_timeout() {
+        assert_eq!(load(&[]).unwrap().kafka.group_protocol, GroupProtocol::Classic);
+        let c = load(&[("KAFKA_GROUP_PROTOCOL", "consumer")]).unwrap();
+        assert_eq!(c.kafka.group_protocol, GroupProtocol::Consumer, "the default patterns end with .*");
+        let var = |pairs: &[(&str, &str)]| match load(pairs) {
+            Err(ConfigError::Invalid { var, .. }) => var,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(var(&[("KAFKA_GROUP_PROTOCOL", "cooperative")]), "KAFKA_GROUP_PROTOCOL");
+        assert_eq!(
+            var(&[("KAFKA_GROUP_PROTOCOL", "consumer"), ("KAFKA_SESSION_TIMEOUT_MS", "6000")]),
+            "KAFKA_SESSION_TIMEOUT_MS"
+        );
+        assert_eq!(
+            var(&[("KAFKA_GROUP_PROTOCOL", "consumer"), ("KAFKA_TOPICS", "^order\\.")]),
+            "KAFKA_TOPICS"
+        );
+        let c = load(&[
+            ("KAFKA_GROUP_PROTOCOL", "consumer"),
+            ("KAFKA_TOPICS", "^order\\.(created|updated)$,inventory.updated"),
+        ])
+        .unwrap();
+        assert_eq!(c.kafka.topics.len(), 2);
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Health {
     /// The consumer failed and is being rebuilt: not ready until the new one has joined.
     pub(crate) fn kafka_restarting(&self) {
         self.kafka_joined.store(false, Ordering::Release);
-        self.kafka_revoked();
+        self.assignment.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.consumer_restarts.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -145,15 +145,26 @@ impl Health {
         self.redis.swap(new, Ordering::AcqRel) != new
     }
 
-    /// The consumer received an assignment (possibly empty) from the group.
+    /// The consumer was assigned `partitions` (possibly none) by the group: the whole new
+    /// assignment under the classic protocol's eager rebalances (everything was revoked
+    /// first), the added partitions under incremental ones (KIP-848).
     pub(crate) fn kafka_assigned(&self, partitions: Vec<(String, i32)>) {
-        *self.assignment.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+        let mut assignment = self.assignment.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            if !assignment.contains(&p) {
+                assignment.push(p);
+            }
+        }
+        drop(assignment);
         self.kafka_joined.store(true, Ordering::Release);
     }
 
-    /// The consumer's partitions were revoked (a rebalance is under way).
-    pub(crate) fn kafka_revoked(&self) {
-        self.assignment.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// These partitions were revoked (all of them under eager rebalances).
+    pub(crate) fn kafka_revoked(&self, partitions: &[(String, i32)]) {
+        self.assignment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| !partitions.contains(p));
     }
 
     /// The partitions this member consumes now.
@@ -235,7 +246,19 @@ mod tests {
         assert!(h.is_ready(), "an empty assignment is a legitimate idle member");
         h.kafka_assigned(vec![("order.updated".into(), 0)]);
         assert_eq!(h.report(&Stats::default()).kafka.assigned_partitions, 1);
-        h.kafka_revoked();
+        h.kafka_assigned(vec![("order.updated".into(), 1)]);
+        assert_eq!(
+            h.report(&Stats::default()).kafka.assigned_partitions,
+            2,
+            "an incremental assignment adds"
+        );
+        h.kafka_revoked(&[("order.updated".into(), 1)]);
+        assert_eq!(
+            h.assignment(),
+            vec![("order.updated".to_owned(), 0)],
+            "an incremental revocation removes its own"
+        );
+        h.kafka_revoked(&[("order.updated".into(), 0)]);
         assert!(h.is_ready(), "a rebalance does not make the node unready");
         assert!(h.assignment().is_empty());
         assert_eq!(h.report(&Stats::default()).redis.status, "disabled");

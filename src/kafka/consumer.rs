@@ -25,7 +25,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClientProperties, KafkaConfig};
+use crate::config::{ClientProperties, GroupProtocol, KafkaConfig};
 use crate::delivery::{Delivery, Outcome, Record};
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
@@ -88,7 +88,8 @@ impl ConsumerContext for GroupContext {
             tracing::info!(partitions = %describe(tpl), "partitions revoked; committing stored offsets");
             // Whoever gets these partitions next resumes exactly after what we delivered.
             commit(consumer);
-            self.health.kafka_revoked();
+            let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            self.health.kafka_revoked(&partitions);
         }
     }
 
@@ -116,23 +117,29 @@ pub(crate) fn create(
     health: Arc<Health>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<GroupConsumer> {
-    let consumer: GroupConsumer = super::client_config(brokers, properties)
+    let mut consumer_config = super::client_config(brokers, properties);
+    consumer_config
         .set("group.id", &config.group_id)
         .set("client.id", "realtime-bridge")
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", config.offset_reset.as_str())
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .set("topic.metadata.refresh.interval.ms", config.metadata_refresh_ms.to_string())
         .set("allow.auto.create.topics", "false")
-        .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
-        .create_with_context(GroupContext {
-            health,
-            stats,
-            last_error: Default::default(),
-        })?;
+        .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string());
+    match config.group_protocol {
+        // librdkafka refuses the classic protocol's own settings under KIP-848: the broker's
+        // group.consumer.* settings apply instead.
+        GroupProtocol::Consumer => consumer_config.set("group.protocol", "consumer"),
+        GroupProtocol::Classic => consumer_config.set("session.timeout.ms", config.session_timeout_ms.to_string()),
+    };
+    let consumer: GroupConsumer = consumer_config.create_with_context(GroupContext {
+        health,
+        stats,
+        last_error: Default::default(),
+    })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %config.group_id, topics = ?config.topics, "subscribed");
