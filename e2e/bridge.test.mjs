@@ -1,8 +1,9 @@
 // The bridge end to end: Apache Kafka broker process → realtime-bridge binary → socket.io-client.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import {
-  bridgeEnv, connect, producer, request, startBridge, startBroker, token, waitFor,
+  BRIDGE_BIN, bridgeEnv, connect, counters, producer, request, startBridge, startBroker, token, waitFor,
 } from "./harness.mjs";
 
 const TOPICS = ["order.created", "order.updated", "order.cancelled", "inventory.updated", "product.created", "product.updated", "realtime-bridge.dlq"];
@@ -176,6 +177,18 @@ describe("bridge against a Kafka broker process", () => {
     await waitFor(() => c.of("order:returned").length === 1, { timeoutMs: 30000, what: "order:returned from the new topic" });
     assert.equal(c.of("order:returned")[0].payload.message, "Your order D-1 has been returned");
   });
+
+  test("records compressed with each codec (gzip, snappy, lz4, zstd) are consumed like plain ones", async () => {
+    for (const codec of ["none", "gzip", "snappy", "lz4", "zstd"]) {
+      const before = await counters(bridge);
+      // The bridge's own demo producer, compressing its batches.
+      execFileSync(BRIDGE_BIN, ["demo", "--brokers", broker.brokers, "--rate", "500", "--count", "20", "--compression", codec], { env: { PATH: process.env.PATH }, stdio: "pipe" });
+      await waitFor(async () => (await counters(bridge)).recordsConsumed >= before.recordsConsumed + 20, { what: `20 ${codec} records consumed` });
+      const after = await counters(bridge);
+      assert.equal(after.recordsInvalid, before.recordsInvalid, `${codec}: none refused`);
+      assert.equal(after.recordsDeadLettered, before.recordsDeadLettered, `${codec}: none dead-lettered`);
+    }
+  });
 });
 
 describe("development mode with nothing configured", () => {
@@ -202,4 +215,6 @@ describe("development mode with nothing configured", () => {
       /JWT_SECRET must be set when APP_ENV=production/,
     );
   });
+
+
 });

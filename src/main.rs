@@ -28,6 +28,9 @@ enum Command {
         /// Stop after this many events (default: until Ctrl-C).
         #[arg(long)]
         count: Option<u64>,
+        /// Compress record batches with this codec: none, gzip, snappy, lz4 or zstd.
+        #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+        compression: String,
     },
     /// Print the OpenAPI document (how `openapi/openapi.json` is regenerated).
     Openapi,
@@ -61,7 +64,12 @@ async fn main() -> anyhow::Result<()> {
             }
             app::serve(config).await
         }
-        Command::Demo { brokers, rate, count } => {
+        Command::Demo {
+            brokers,
+            rate,
+            count,
+            compression,
+        } => {
             telemetry::init("info", realtime_bridge::config::LogFormat::Pretty);
             let stop = CancellationToken::new();
             let trigger = stop.clone();
@@ -70,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
                 trigger.cancel();
             });
             // The same security settings as the service (KAFKA_SECURITY_PROTOCOL, …).
-            let properties = realtime_bridge::config::kafka_client_from_env()?;
+            let mut properties = realtime_bridge::config::kafka_client_from_env()?;
+            properties.0.push(("compression.codec".to_owned(), compression));
             let sent = demo::run(&brokers, &properties, rate, count, stop).await?;
             println!("published {sent} demo events");
             Ok(())
