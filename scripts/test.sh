@@ -29,6 +29,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "installing Node.js"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
+# The security suite makes its certificates with the openssl CLI.
+command -v openssl >/dev/null || { step "installing openssl"; apt-get update -qq && apt-get install -y -qq openssl; }
 # The Redis restart test starts throwaway redis-server processes of its own.
 command -v redis-server >/dev/null || { step "installing Redis"; apt-get update -qq && apt-get install -y -qq redis-server; }
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG); then
