@@ -276,8 +276,7 @@ impl Config {
 
     /// Reads the configuration from any key lookup (the environment, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        // An empty variable counts as unset, as in most container tooling.
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = trimmed(get);
         let get: Lookup<'_> = &get;
 
         let app_env = match get("APP_ENV").as_deref() {
@@ -337,28 +336,20 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
     if topics.is_empty() {
         return Err(invalid("KAFKA_TOPICS", "no topic or pattern given".into()));
     }
-    let offset_reset = match get("KAFKA_AUTO_OFFSET_RESET").as_deref() {
-        None | Some("latest") => OffsetReset::Latest,
-        Some("earliest") => OffsetReset::Earliest,
-        Some(other) => {
-            return Err(invalid(
-                "KAFKA_AUTO_OFFSET_RESET",
-                format!("expected latest or earliest, got {other:?}"),
-            ));
-        }
-    };
+    let offset_reset = one_of(
+        get,
+        "KAFKA_AUTO_OFFSET_RESET",
+        &[("latest", OffsetReset::Latest), ("earliest", OffsetReset::Earliest)],
+    )?
+    .unwrap_or(OffsetReset::Latest);
     let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
     check_dlq_topic(&dlq_topic, &topics)?;
-    let group_protocol = match get("KAFKA_GROUP_PROTOCOL").map(|p| p.to_ascii_lowercase()).as_deref() {
-        None | Some("classic") => GroupProtocol::Classic,
-        Some("consumer") => GroupProtocol::Consumer,
-        Some(other) => {
-            return Err(invalid(
-                "KAFKA_GROUP_PROTOCOL",
-                format!("expected classic or consumer, got {other:?}"),
-            ));
-        }
-    };
+    let group_protocol = one_of(
+        get,
+        "KAFKA_GROUP_PROTOCOL",
+        &[("classic", GroupProtocol::Classic), ("consumer", GroupProtocol::Consumer)],
+    )?
+    .unwrap_or(GroupProtocol::Classic);
     if group_protocol == GroupProtocol::Consumer {
         if get("KAFKA_SESSION_TIMEOUT_MS").is_some() {
             return Err(invalid(
@@ -397,28 +388,26 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
 
 /// The Kafka client properties alone, from the environment (for the `demo` subcommand).
 pub fn kafka_client_from_env() -> Result<ClientProperties, ConfigError> {
-    let get = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    kafka_client(&get)
+    kafka_client(&trimmed(|k| std::env::var(k).ok()))
 }
 
 /// The security settings, then the pass-through file (see [`ClientProperties`]).
 fn kafka_client(get: Lookup<'_>) -> Result<ClientProperties, ConfigError> {
     let mut props: Vec<(String, String)> = Vec::new();
-    let protocol = match get("KAFKA_SECURITY_PROTOCOL").map(|p| p.to_ascii_uppercase()).as_deref() {
-        None | Some("PLAINTEXT") => "PLAINTEXT",
-        Some("SSL") => "SSL",
-        Some("SASL_PLAINTEXT") => "SASL_PLAINTEXT",
-        Some("SASL_SSL") => "SASL_SSL",
-        Some(other) => {
-            return Err(invalid(
-                "KAFKA_SECURITY_PROTOCOL",
-                format!("expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {other:?}"),
-            ));
-        }
-    };
+    let protocol = one_of(
+        get,
+        "KAFKA_SECURITY_PROTOCOL",
+        &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].map(|p| (p, p)),
+    )?
+    .unwrap_or("PLAINTEXT");
     props.push(("security.protocol".into(), protocol.into()));
     let sasl = protocol.starts_with("SASL_");
-    match (get("KAFKA_SASL_MECHANISM").map(|m| m.to_ascii_uppercase()), sasl) {
+    let mechanism = one_of(
+        get,
+        "KAFKA_SASL_MECHANISM",
+        &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"].map(|m| (m, m)),
+    )?;
+    match (mechanism, sasl) {
         (None, true) => return Err(invalid("KAFKA_SASL_MECHANISM", format!("required with {protocol}"))),
         (Some(_), false) => {
             return Err(invalid(
@@ -428,12 +417,6 @@ fn kafka_client(get: Lookup<'_>) -> Result<ClientProperties, ConfigError> {
         }
         (None, false) => {}
         (Some(mechanism), true) => {
-            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"].contains(&mechanism.as_str()) {
-                return Err(invalid(
-                    "KAFKA_SASL_MECHANISM",
-                    format!("expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER, got {mechanism:?}"),
-                ));
-            }
             if mechanism != "OAUTHBEARER" {
                 let user =
                     get("KAFKA_SASL_USERNAME").ok_or_else(|| invalid("KAFKA_SASL_USERNAME", format!("required with {mechanism}")))?;
@@ -446,7 +429,7 @@ fn kafka_client(get: Lookup<'_>) -> Result<ClientProperties, ConfigError> {
                 props.push(("sasl.username".into(), user));
                 props.push(("sasl.password".into(), password));
             }
-            props.push(("sasl.mechanism".into(), mechanism));
+            props.push(("sasl.mechanism".into(), mechanism.into()));
         }
     }
     for (var, key) in [
@@ -645,6 +628,30 @@ fn redis(get: Lookup<'_>) -> Result<(Option<String>, String), ConfigError> {
         url => url,
     };
     Ok((url, get("REDIS_PREFIX").unwrap_or_else(|| "realtime-bridge:".to_owned())))
+}
+
+/// Reads variables with surrounding blanks trimmed; an empty one counts as unset, as in most
+/// container tooling.
+fn trimmed(get: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |k| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// `var`'s value among `choices` (any case), `None` when unset; anything else is refused,
+/// listing the choices.
+fn one_of<T: Copy>(get: Lookup<'_>, var: &'static str, choices: &[(&str, T)]) -> Result<Option<T>, ConfigError> {
+    let Some(value) = get(var) else {
+        return Ok(None);
+    };
+    if let Some((_, choice)) = choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(&value)) {
+        return Ok(Some(*choice));
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(invalid(var, format!("expected {expected}, got {value:?}")))
 }
 
 fn invalid(var: &'static str, reason: String) -> ConfigError {

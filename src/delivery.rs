@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socketioxide::BroadcastError;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, ParseError, Position, Source};
+use crate::events::{Event, ParseError, Source};
 use crate::history::{Entry, History, HistoryError};
 use crate::retry::Backoff;
 use crate::routing::{Route, RoutingRules, route};
@@ -239,14 +239,7 @@ impl Delivery {
         let mut announced = 0;
         for room in rooms {
             let done = match self.history.head(&room).await {
-                Ok(head) => {
-                    let position = Position {
-                        room: room.clone(),
-                        epoch: head.epoch,
-                        seq: head.seq,
-                    };
-                    self.hub.announce(&position).await.is_ok()
-                }
+                Ok(head) => self.hub.announce(&head.in_room(room.clone())).await.is_ok(),
                 Err(_) => false,
             };
             if done {
@@ -274,7 +267,7 @@ mod tests {
     use socketioxide::AdapterError;
 
     use super::*;
-    use crate::events::Envelope;
+    use crate::events::{Envelope, Position};
     use crate::history::{HistoryLimits, MemoryHistory};
     use crate::socket::hub::{ClusterView, LocalView};
 
@@ -378,6 +371,12 @@ mod tests {
         }
     }
 
+    /// A consumer-style delivery of one route, in the background.
+    fn deliver_until_stopped(d: &Delivery, stop: &CancellationToken) -> tokio::task::JoinHandle<Result<Vec<Arc<Entry>>, DeliveryError>> {
+        let (d, stop) = (d.clone(), stop.clone());
+        tokio::spawn(async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await })
+    }
+
     #[tokio::test]
     async fn routes_are_stored_then_emitted_in_order_with_their_positions() {
         let hub = Arc::new(FlakyHub::default());
@@ -425,10 +424,7 @@ mod tests {
         let hub = Arc::new(FlakyHub::default());
         let (d, gate) = delivery(hub.clone());
         let stop = CancellationToken::new();
-        let delivering = tokio::spawn({
-            let (d, stop) = (d.clone(), stop.clone());
-            async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await }
-        });
+        let delivering = deliver_until_stopped(&d, &stop);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!delivering.is_finished(), "still retrying");
         let joined = tokio::time::timeout(Duration::from_millis(10), gate.joining()).await;
@@ -444,10 +440,7 @@ mod tests {
         let hub = Arc::new(FlakyHub::default());
         let (d, _) = delivery(hub);
         let stop = CancellationToken::new();
-        let delivering = tokio::spawn({
-            let (d, stop) = (d.clone(), stop.clone());
-            async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await }
-        });
+        let delivering = deliver_until_stopped(&d, &stop);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!delivering.is_finished(), "a record is retried for as long as it takes");
         let cancelled_at = tokio::time::Instant::now();

@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{build_app, eventually, spawn};
-use realtime_bridge::faults::Fault;
+use common::{TestApp, build_app, eventually, spawn};
+use realtime_bridge::faults::{Fault, Faults};
 
 fn counter(health: &serde_json::Value, section: &str, name: &str) -> u64 {
     health[section][name]
@@ -15,8 +16,8 @@ fn counter(health: &serde_json::Value, section: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{section}.{name} in {health}"))
 }
 
-#[tokio::test]
-async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_committed_offsets() {
+/// The app on the embedded broker with the demo stream on, ready and consuming, and its faults.
+async fn consuming_app() -> (TestApp, Arc<Faults>) {
     // The mock cluster lets a closed member's partitions go only after its session
     // timeout (Apache Kafka acts on the LeaveGroup at once): keep it short.
     let app = build_app(&[("DEV_DEMO_RATE", "50"), ("KAFKA_SESSION_TIMEOUT_MS", "6000")]).await;
@@ -27,6 +28,12 @@ async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_com
         counter(&app.health().await, "kafka", "recordsConsumed") > 0
     })
     .await;
+    (app, faults)
+}
+
+#[tokio::test]
+async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_committed_offsets() {
+    let (app, faults) = consuming_app().await;
 
     faults.arm(Fault::ConsumerPanic, 1);
     eventually("not ready after the consumer died", || async {
@@ -54,14 +61,7 @@ async fn a_consumer_that_dies_turns_the_node_unready_and_is_rebuilt_from_the_com
 
 #[tokio::test]
 async fn a_record_whose_handling_panics_is_dead_lettered_and_the_next_ones_delivered() {
-    let app = build_app(&[("DEV_DEMO_RATE", "50"), ("KAFKA_SESSION_TIMEOUT_MS", "6000")]).await;
-    let faults = app.faults();
-    let app = spawn(app);
-    eventually("readiness", || async { app.status("/health/ready").await == 200 }).await;
-    eventually("records flowing", || async {
-        counter(&app.health().await, "kafka", "recordsConsumed") > 0
-    })
-    .await;
+    let (app, faults) = consuming_app().await;
 
     faults.arm(Fault::RecordPanic, 1);
     eventually("the record dead-lettered", || async {

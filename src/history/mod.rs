@@ -28,6 +28,17 @@ pub struct Cursor {
     pub seq: u64,
 }
 
+impl Cursor {
+    /// This place as an envelope position in `room` (what `sync:position` carries).
+    pub fn in_room(self, room: impl Into<String>) -> Position {
+        Position {
+            room: room.into(),
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+}
+
 /// One stored emit: the socket event name and its envelope, position included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

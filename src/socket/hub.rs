@@ -156,11 +156,7 @@ impl<A: Adapter> Hub for SocketHub<A> {
         for room in rooms.into_keys() {
             match history.head(&room).await {
                 Ok(head) => {
-                    let position = Position {
-                        room: room.clone(),
-                        epoch: head.epoch,
-                        seq: head.seq,
-                    };
+                    let position = head.in_room(room.clone());
                     // A socket with a full buffer misses it; it is already being evicted.
                     if let Some(ns) = self.ns() {
                         let _ = ns.local().to(room).emit(SYNC_POSITION, &position).await;

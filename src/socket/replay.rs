@@ -154,11 +154,7 @@ async fn join_rooms<A: Adapter>(
             && after != *before
         {
             tracing::debug!(sid = %s.id, room, before = before.seq, after = after.seq, "room moved on another node while joining");
-            unsettled.push(Position {
-                room: room.clone(),
-                epoch: after.epoch,
-                seq: after.seq,
-            });
+            unsettled.push(after.in_room(room.clone()));
         }
     }
     unsettled
