@@ -119,7 +119,10 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
     ...secured,
   ].join("\n"));
   const java = (args) => execFileSync("java", ["-cp", `${KAFKA_LIB}/*`, ...args], { stdio: "pipe" });
-  const clusterId = randomBytes(16).toString("base64url");
+  // A base64url UUID, as kafka-storage random-uuid makes: never one starting with "-",
+  // which the tool would read as an option (Kafka's own generator avoids them too).
+  let clusterId;
+  do clusterId = randomBytes(16).toString("base64url"); while (clusterId.startsWith("-"));
   const scram = tls ? ["--add-scram", `SCRAM-SHA-512=[name=${tls.user},password=${tls.password}]`] : [];
   java([`-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config, "--standalone", ...scram]);
   let proc, stderr;
