@@ -4,10 +4,11 @@
 FROM rust:1.95-slim-bookworm AS build
 # Unpinned apt packages on purpose: the base image tag pins the Debian release and its
 # security updates should flow in.
-# librdkafka is compiled from source by rdkafka-sys (static); it needs a C toolchain and zlib.
+# librdkafka, libcurl and OpenSSL are compiled from source by the Rust crates (static);
+# they need a C toolchain, CMake, Perl (OpenSSL's configure) and zlib.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential cmake perl zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Build the dependencies first, in their own layer, so a source change does not rebuild them.

@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { io } from "socket.io-client";
 import { makeCerts } from "./certs.mjs";
+import { startIdentityProvider } from "./idp.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const BRIDGE_BIN = process.env.BRIDGE_BIN ?? path.join(here, "..", "target", "debug", "realtime-bridge");
@@ -72,8 +73,9 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
   const dir = mkdtempSync(path.join(os.tmpdir(), "e2e-kafka-"));
   const config = path.join(dir, "server.properties");
   // With `secure`: SASL_SSL (SCRAM-SHA-512, a user created at format time) and SSL with
-  // client certificates (mTLS) beside the plaintext listeners, certificates made here.
-  const tls = secure ? { sasl: await freePort(), mtls: await freePort(), certs: makeCerts(dir), user: "bridge", password: `pw-${randomUUID()}` } : null;
+  // client certificates (mTLS) beside the plaintext listeners, certificates made here; and
+  // SASL/OAUTHBEARER (on SASL_PLAINTEXT) validating tokens from a local identity provider.
+  const tls = secure ? { sasl: await freePort(), mtls: await freePort(), oauth: await freePort(), certs: makeCerts(dir), user: "bridge", password: `pw-${randomUUID()}`, idp: await startIdentityProvider() } : null;
   let secured = [];
   if (tls) {
     const keystore = path.join(dir, "broker-keystore.pem");
@@ -86,16 +88,21 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
       "ssl.truststore.type=PEM",
       `ssl.truststore.location=${tls.certs.ca.cert}`,
       "listener.name.ssl.ssl.client.auth=required",
+      "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER",
+      "listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+      "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+      `sasl.oauthbearer.jwks.endpoint.url=${tls.idp.jwksUrl}`,
+      `sasl.oauthbearer.expected.audience=${tls.idp.audience}`,
     ];
   }
-  const extraListeners = tls ? `,SASL_SSL://127.0.0.1:${tls.sasl},SSL://127.0.0.1:${tls.mtls}` : "";
+  const extraListeners = tls ? `,SASL_SSL://127.0.0.1:${tls.sasl},SSL://127.0.0.1:${tls.mtls},OAUTH://127.0.0.1:${tls.oauth}` : "";
   writeFileSync(config, [
     "process.roles=broker,controller",
     "node.id=1",
     `controller.quorum.bootstrap.servers=127.0.0.1:${controllerPort}`,
     `listeners=PLAINTEXT://127.0.0.1:${port},ADMIN://127.0.0.1:${adminPort},CONTROLLER://127.0.0.1:${controllerPort}${extraListeners}`,
     `advertised.listeners=PLAINTEXT://127.0.0.1:${advertisedPort ?? port},ADMIN://127.0.0.1:${adminPort}${extraListeners}`,
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,ADMIN:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,ADMIN:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,OAUTH:SASL_PLAINTEXT",
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=ADMIN",
     `log.dirs=${path.join(dir, "data")}`,
@@ -132,6 +139,8 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
   const launch = async () => {
     proc = spawn("java", [
       "-Xms128m", "-Xmx512m", "-XX:+UseG1GC",
+      // Kafka 4 fetches JWKS only from URLs allowed here.
+      ...(tls ? [`-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=${tls.idp.jwksUrl}`] : []),
       `-Dlog4j2.configurationFile=${path.join(here, "kafka", "log4j2.properties")}`,
       "-cp", `${KAFKA_LIB}/*`, "kafka.Kafka", config,
     ], { stdio: ["ignore", "ignore", "pipe"] });
@@ -161,8 +170,8 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
   await launch();
   return {
     brokers: `127.0.0.1:${port}`,
-    /** With `secure`: { sasl, mtls } addresses, the certificates, the SCRAM user. */
-    secured: tls && { sasl: `127.0.0.1:${tls.sasl}`, mtls: `127.0.0.1:${tls.mtls}`, certs: tls.certs, user: tls.user, password: tls.password },
+    /** With `secure`: { sasl, mtls, oauth } addresses, the certificates, the SCRAM user, the identity provider. */
+    secured: tls && { sasl: `127.0.0.1:${tls.sasl}`, mtls: `127.0.0.1:${tls.mtls}`, oauth: `127.0.0.1:${tls.oauth}`, certs: tls.certs, user: tls.user, password: tls.password, idp: tls.idp },
     /** Creates topics (and waits for their leaders). */
     async createTopics(names, partitions = 3) {
       await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
@@ -173,6 +182,7 @@ export async function startBroker({ port, advertisedPort, secure = false } = {})
     restart: launch,
     async stop() {
       await kill();
+      await tls?.idp.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,8 +1,13 @@
-// Secured Kafka: the bridge connects over SASL_SSL (SCRAM-SHA-512) and over mutual TLS and
-// delivers; a wrong password or an untrusted CA leave it live, not ready, saying why.
+// Secured Kafka: the bridge connects over SASL_SSL (SCRAM-SHA-512), over mutual TLS and with
+// OIDC client credentials (SASL/OAUTHBEARER, tokens from a local identity provider) and
+// delivers; a wrong password, an untrusted CA or a wrong client secret leave it live, not
+// ready, saying why.
 // Real binary, Apache Kafka with secured listeners and certificates made at test time.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { bridgeEnv, connect, producer, startBridge, startBroker, token, waitFor } from "./harness.mjs";
 
 describe("secured Kafka", () => {
@@ -55,6 +60,30 @@ describe("secured Kafka", () => {
     await delivers(bridge, "mtls-user");
   });
 
+  /** librdkafka's OIDC settings for the identity provider, as an operator writes them. */
+  const oidcProperties = (secret) => {
+    const { idp } = broker.secured;
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), "e2e-oidc-")), "kafka.properties");
+    writeFileSync(file, [
+      "# OIDC client credentials (librdkafka fetches and refreshes the token)",
+      "sasl.oauthbearer.method=oidc",
+      `sasl.oauthbearer.client.id=${idp.clientId}`,
+      `sasl.oauthbearer.client.secret=${secret}`,
+      `sasl.oauthbearer.token.endpoint.url=${idp.tokenUrl}`,
+      "sasl.oauthbearer.scope=kafka",
+    ].join("\n"));
+    return { KAFKA_SECURITY_PROTOCOL: "SASL_PLAINTEXT", KAFKA_SASL_MECHANISM: "OAUTHBEARER", KAFKA_PROPERTIES_FILE: file };
+  };
+
+  test("with OIDC client credentials (SASL/OAUTHBEARER)", async () => {
+    const s = broker.secured;
+    const before = s.idp.issued();
+    const bridge = await bridgeOn(s.oauth, oidcProperties(s.idp.clientSecret));
+    await delivers(bridge, "oidc-user");
+    assert.ok(s.idp.issued() > before, "the token came from the identity provider");
+    assert.ok(!bridge.lines.join("\n").includes(s.idp.clientSecret), "the client secret is never logged");
+  });
+
   /** Live, never ready, and one log line naming the cause. */
   const refused = async (bridge, cause) => {
     await waitFor(() => bridge.logs.some((l) => l.message === "kafka client error" && cause.test(`${l.error} ${l.reason}`)), { what: `a log line naming ${cause}`, timeoutMs: 30000 });
@@ -71,6 +100,11 @@ describe("secured Kafka", () => {
       KAFKA_SASL_USERNAME: s.user, KAFKA_SASL_PASSWORD: "not-the-password", KAFKA_SSL_CA_LOCATION: s.certs.ca.cert,
     });
     await refused(bridge, /[Aa]uthentication/);
+  });
+
+  test("a wrong OIDC client secret: live, not ready, the cause logged", async () => {
+    const bridge = await bridgeOn(broker.secured.oauth, oidcProperties("not-the-secret"));
+    await refused(bridge, /Failed to acquire SASL OAUTHBEARER token.*invalid_client/);
   });
 
   test("an untrusted CA: live, not ready, the cause logged", async () => {

@@ -29,6 +29,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "installing Node.js"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
+# librdkafka (with libcurl for OIDC) is built with CMake.
+command -v cmake >/dev/null || { step "installing CMake"; apt-get update -qq && apt-get install -y -qq cmake; }
 # The security suite makes its certificates with the openssl CLI.
 command -v openssl >/dev/null || { step "installing openssl"; apt-get update -qq && apt-get install -y -qq openssl; }
 # The Redis restart test starts throwaway redis-server processes of its own.
