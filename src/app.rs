@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::serve::ListenerExt;
 use futures_util::FutureExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -207,10 +208,20 @@ impl App {
         let server = supervisor.spawn(
             "http-server",
             // The peer address feeds the per-IP handshake limit.
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                .into_future()
-                .map(|served| served.context("HTTP server")),
+            axum::serve(
+                // Without TCP_NODELAY, two small writes in a row (the handshake's answer and
+                // `connection:success`, or two envelopes) wait for the client's delayed ACK:
+                // 40 ms on Linux.
+                listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::debug!(%error, "could not set TCP_NODELAY");
+                    }
+                }),
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future()
+            .map(|served| served.context("HTTP server")),
         );
 
         shutdown.cancelled().await;

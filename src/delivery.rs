@@ -14,7 +14,7 @@ use socketioxide::BroadcastError;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, ParseError, Source};
-use crate::history::{Entry, History, HistoryError};
+use crate::history::{Entry, History, HistoryError, NewEntry};
 use crate::retry::Backoff;
 use crate::routing::{Route, RoutingRules, route};
 use crate::socket::gate::Gate;
@@ -72,7 +72,8 @@ pub(crate) struct Record<'a> {
     pub(crate) payload: Option<&'a [u8]>,
 }
 
-/// What became of a record.
+/// What became of a record (handled alone, as tests do).
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Stored and emitted to every room it routes to.
@@ -119,11 +120,25 @@ impl Delivery {
         }
     }
 
-    /// Handles one record. A record that is not a valid event comes back as
+    /// Handles one record alone (the consumer settles batches). A record that is not a valid event comes back as
     /// [`Outcome::Rejected`] (logged with its coordinates); an error means it was not
     /// delivered (history unavailable, or `stop` fired while the cluster did not take an
     /// emit) and the record must be retried, its offset not stored.
+    #[cfg(test)]
     pub(crate) async fn handle_record(&self, rec: Record<'_>, stop: &CancellationToken) -> Result<Outcome, DeliveryError> {
+        match self.prepare(rec) {
+            Ok(routes) => {
+                self.deliver(&routes, Patience::UntilStopped(stop)).await?;
+                self.delivered(rec);
+                Ok(Outcome::Delivered)
+            }
+            Err(error) => Ok(Outcome::Rejected(error)),
+        }
+    }
+
+    /// Parses and routes one record, counting it: where it goes, or why it is not an event
+    /// (logged with its coordinates; the caller dead-letters it).
+    pub(crate) fn prepare(&self, rec: Record<'_>) -> Result<Vec<Route>, ParseError> {
         self.stats.consumed(rec.topic);
         let size = rec.payload.map_or(0, <[u8]>::len);
         let parsed = if size > self.max_record_bytes {
@@ -138,49 +153,83 @@ impl Delivery {
             Ok(event) => {
                 self.stats.parsed(&event.event_type());
                 let source = Source::kafka(rec.topic, rec.partition, rec.offset, rec.timestamp_ms);
-                self.deliver(route(&event, &source, self.rules), Patience::UntilStopped(stop))
-                    .await?;
-                if let Some(age) = rec.timestamp_ms.and_then(since_epoch_ms) {
-                    self.stats.latency(age);
-                }
-                Ok(Outcome::Delivered)
+                Ok(route(&event, &source, self.rules))
             }
             Err(error) => {
                 self.stats.invalid(rec.topic);
                 tracing::warn!(topic = rec.topic, partition = rec.partition, offset = rec.offset, %error, "record is not a valid event");
-                Ok(Outcome::Rejected(error))
+                Err(error)
             }
         }
     }
 
-    /// Stores each route in its room's history, then emits it, in order. A socket whose
-    /// buffer is full misses the live emit (socketioxide refuses rather than waits); the
-    /// others still receive it, the missed one is in the history, and the slow socket is
-    /// sent away to reconnect and replay it ([`crate::socket::slow`]).
-    /// Returns what was stored, positions included.
+    /// Counts a record whose routes were delivered (Kafka → emit latency).
+    pub(crate) fn delivered(&self, rec: Record<'_>) {
+        if let Some(age) = rec.timestamp_ms.and_then(since_epoch_ms) {
+            self.stats.latency(age);
+        }
+    }
+
+    /// Stores the routes in their rooms' histories (one operation), then emits them in
+    /// order (started together, one round trip with Redis). A socket whose buffer is full
+    /// misses the live emit (socketioxide refuses rather than waits); the others still
+    /// receive it, the missed one is in the history, and the slow socket is sent away to
+    /// reconnect and replay it ([`crate::socket::slow`]).
+    /// Returns what was stored, positions included, in the routes' order.
     ///
-    /// The gate is held for the append and the first emit attempt only: an emit the
-    /// cluster refuses is retried outside it, as `patience` says.
-    pub(crate) async fn deliver(&self, routes: Vec<Route>, patience: Patience<'_>) -> Result<Vec<Arc<Entry>>, DeliveryError> {
+    /// The gate is held, for the routes' rooms only, over the append and the first emit
+    /// attempt: an emit the cluster refuses is retried outside it, as `patience` says.
+    /// If the cluster link failed halfway through a batch, a room's later envelopes may
+    /// have gone out before the retried earlier one: clients see a gap in the positions and
+    /// replay it (duplicates carry the same id), so nothing is lost, only late.
+    pub(crate) async fn deliver(&self, routes: &[Route], patience: Patience<'_>) -> Result<Vec<Arc<Entry>>, DeliveryError> {
+        if routes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One delivery at a time: a later one never overtakes a retry of this one.
         let _in_order = self.in_order.lock().await;
-        let mut stored = Vec::with_capacity(routes.len());
-        for r in routes {
-            let (entry, first) = {
-                let _emitting = self.gate.emitting().await;
-                let entry = self.history.append(&r.room, &r.event, r.envelope).await?;
-                let first = self.hub.emit(&r.room, &entry.event, &entry.envelope).await;
-                (entry, first)
-            };
+        let rooms: Vec<String> = routes.iter().map(|r| r.room.clone()).collect();
+        let entries = routes
+            .iter()
+            .map(|r| NewEntry {
+                room: r.room.clone(),
+                event: r.event.clone(),
+                envelope: r.envelope.clone(),
+            })
+            .collect();
+        let (stored, firsts) = {
+            let _emitting = self.gate.emitting(rooms.iter().map(String::as_str)).await;
+            let stored = self.history.append_all(entries).await?;
+            let batch: Vec<(&str, &Entry)> = rooms.iter().map(String::as_str).zip(stored.iter().map(Arc::as_ref)).collect();
+            let firsts = self.hub.emit_all(&batch).await;
+            (stored, firsts)
+        };
+        let mut gave_up = false;
+        for ((room, entry), first) in rooms.iter().zip(&stored).zip(firsts) {
             let missed = match first {
                 Ok(missed) => missed,
-                Err(BroadcastError::Adapter(error)) => self.retry_emit(&r.room, &entry, &error.to_string(), patience).await?,
+                Err(BroadcastError::Adapter(_)) if gave_up => {
+                    if matches!(patience, Patience::AtMost(_)) {
+                        self.remember_unannounced(room);
+                    }
+                    continue;
+                }
+                Err(BroadcastError::Adapter(error)) => match self.retry_emit(room, entry, &error.to_string(), patience).await {
+                    Ok(missed) => missed,
+                    Err(_) => {
+                        gave_up = true;
+                        continue;
+                    }
+                },
                 Err(error) => {
-                    tracing::error!(room = %r.room, id = %entry.envelope.id, %error, "emit failed; the envelope stays in the history for replay");
+                    tracing::error!(room, id = %entry.envelope.id, %error, "emit failed; the envelope stays in the history for replay");
                     1
                 }
             };
             self.stats.emitted(&entry.event, missed);
-            stored.push(entry);
+        }
+        if gave_up {
+            return Err(DeliveryError::NotBroadcast);
         }
         Ok(stored)
     }
@@ -268,7 +317,7 @@ mod tests {
 
     use super::*;
     use crate::events::{Envelope, Position};
-    use crate::history::{HistoryLimits, MemoryHistory};
+    use crate::history::{Cursor, HistoryLimits, MemoryHistory, Replay};
     use crate::socket::hub::{ClusterView, LocalView};
 
     /// A recording hub: what was emitted, in order, and what was announced.
@@ -316,7 +365,7 @@ mod tests {
         async fn close(&self) {}
     }
 
-    fn delivery(hub: Arc<FlakyHub>) -> (Delivery, Arc<Gate>) {
+    fn delivery(hub: Arc<dyn Hub>) -> (Delivery, Arc<Gate>) {
         let gate = Arc::new(Gate::default());
         let history = Arc::new(MemoryHistory::new(HistoryLimits::count_and_age(100, Duration::from_secs(600))));
         let d = Delivery::new(
@@ -371,10 +420,132 @@ mod tests {
         }
     }
 
+    /// Sockets as rooms of members, each socket's received `(room, seq)` in order. An emit
+    /// waits for another task to run before it reaches the sockets (as one waiting on Redis
+    /// would; a `yield_now` would not do: polled again at once, it is ready).
+    #[derive(Default)]
+    struct RoomsHub {
+        members: Mutex<std::collections::HashMap<String, Vec<usize>>>,
+        received: Mutex<std::collections::HashMap<usize, Vec<(String, u64)>>>,
+    }
+
+    impl RoomsHub {
+        fn deliver_to(&self, socket: usize, room: &str, seq: u64) {
+            self.received
+                .lock()
+                .unwrap()
+                .entry(socket)
+                .or_default()
+                .push((room.to_owned(), seq));
+        }
+    }
+
+    #[async_trait]
+    impl Hub for RoomsHub {
+        async fn emit(&self, room: &str, _event: &str, envelope: &Envelope) -> Result<usize, BroadcastError> {
+            let _ = tokio::spawn(async {}).await;
+            let seq = envelope.position.as_ref().map_or(0, |p| p.seq);
+            let members = self.members.lock().unwrap().get(room).cloned().unwrap_or_default();
+            for socket in members {
+                self.deliver_to(socket, room, seq);
+            }
+            Ok(0)
+        }
+        async fn announce(&self, _position: &Position) -> Result<(), BroadcastError> {
+            Ok(())
+        }
+        fn local(&self) -> LocalView {
+            LocalView::default()
+        }
+        async fn cluster(&self) -> Result<ClusterView, String> {
+            Ok(ClusterView::default())
+        }
+        async fn announce_heads(&self, _history: &dyn History) -> usize {
+            0
+        }
+        async fn close(&self) {}
+    }
+
+    const ROOMS: [&str; 3] = ["user:1", "user:2", "admin:dashboard"];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Batches of routes to a few rooms are delivered while sockets, each holding a
+        /// position taken earlier, replay what they missed and join (as a reconnecting
+        /// client does, under the gate). Whatever the batch sizes and timing, every socket
+        /// receives each room's envelopes exactly once, in order, from right after its
+        /// position to the room's last: replay-before-live, nothing lost, nothing reordered.
+        #[test]
+        fn batches_joins_and_replays_interleave_without_loss_or_reordering(
+            batches in proptest::collection::vec((proptest::collection::vec(0..ROOMS.len(), 1..12), 0..6_usize), 1..12),
+            sockets in proptest::collection::vec((0..ROOMS.len(), 0..30_usize, 0..10_usize), 1..8),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let hub = Arc::new(RoomsHub::default());
+            let (d, gate) = delivery(hub.clone());
+            let history = d.history.clone();
+            let expected: Vec<(usize, String, Cursor)> = rt.block_on(async {
+                let producer = {
+                    let d = d.clone();
+                    tokio::spawn(async move {
+                        for (b, (batch, pause)) in batches.iter().enumerate() {
+                            let routes: Vec<Route> = batch.iter().enumerate().map(|(i, room)| Route {
+                                room: ROOMS[*room].to_owned(),
+                                event: "e".to_owned(),
+                                envelope: Envelope {
+                                    id: format!("{b}-{i}"),
+                                    event_type: "t".to_owned(),
+                                    occurred_at: String::new(),
+                                    data: serde_json::Value::Null,
+                                    message: None,
+                                    priority: None,
+                                    position: None,
+                                },
+                            }).collect();
+                            d.deliver(&routes, Patience::AtMost(CLUSTER_RETRY_FOR)).await.unwrap();
+                            for _ in 0..*pause { tokio::task::yield_now().await; }
+                        }
+                    })
+                };
+                let joins: Vec<_> = sockets.iter().enumerate().map(|(id, &(room, before_cursor, before_join))| {
+                    let (hub, gate, history) = (hub.clone(), gate.clone(), history.clone());
+                    tokio::spawn(async move {
+                        let room = ROOMS[room];
+                        for _ in 0..before_cursor { tokio::task::yield_now().await; }
+                        let cursor = history.head(room).await.unwrap();
+                        for _ in 0..before_join { tokio::task::yield_now().await; }
+                        let _joining = gate.joining([room]).await;
+                        let Replay::Complete(missed) = history.since(room, &cursor).await.unwrap() else {
+                            panic!("the history holds everything here");
+                        };
+                        for entry in missed {
+                            hub.deliver_to(id, room, entry.envelope.position.as_ref().unwrap().seq);
+                        }
+                        hub.members.lock().unwrap().entry(room.to_owned()).or_default().push(id);
+                        (id, room.to_owned(), cursor)
+                    })
+                }).collect();
+                let mut expected = Vec::new();
+                for join in joins {
+                    expected.push(join.await.unwrap());
+                }
+                producer.await.unwrap();
+                expected
+            });
+            let received = hub.received.lock().unwrap();
+            for (id, room, cursor) in expected {
+                let last = rt.block_on(history.head(&room)).unwrap().seq;
+                let want: Vec<(String, u64)> = (cursor.seq + 1..=last).map(|seq| (room.clone(), seq)).collect();
+                let got = received.get(&id).cloned().unwrap_or_default();
+                proptest::prop_assert_eq!(got, want, "socket {} in {}", id, room);
+            }
+        }
+    }
+
     /// A consumer-style delivery of one route, in the background.
     fn deliver_until_stopped(d: &Delivery, stop: &CancellationToken) -> tokio::task::JoinHandle<Result<Vec<Arc<Entry>>, DeliveryError>> {
         let (d, stop) = (d.clone(), stop.clone());
-        tokio::spawn(async move { d.deliver(routes("a"), Patience::UntilStopped(&stop)).await })
+        tokio::spawn(async move { d.deliver(&routes("a"), Patience::UntilStopped(&stop)).await })
     }
 
     #[tokio::test]
@@ -413,7 +584,7 @@ mod tests {
         hub.up.store(true, Ordering::SeqCst);
         hub.slow.store(2, Ordering::SeqCst);
         let (d, _) = delivery(hub);
-        let stored = d.deliver(routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await.unwrap();
+        let stored = d.deliver(&routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await.unwrap();
         assert_eq!(stored.len(), 1, "in the history: the slow sockets replay it");
         let totals = d.stats.totals();
         assert_eq!((totals.emits, totals.emit_failures), (1, 1));
@@ -427,7 +598,7 @@ mod tests {
         let delivering = deliver_until_stopped(&d, &stop);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!delivering.is_finished(), "still retrying");
-        let joined = tokio::time::timeout(Duration::from_millis(10), gate.joining()).await;
+        let joined = tokio::time::timeout(Duration::from_millis(10), gate.joining(["admin:dashboard"])).await;
         assert!(joined.is_ok(), "a joining socket does not wait behind the retry");
         drop(joined);
         hub.up.store(true, Ordering::SeqCst);
@@ -454,7 +625,7 @@ mod tests {
     async fn a_broadcast_given_up_is_announced_once_the_cluster_is_back() {
         let hub = Arc::new(FlakyHub::default());
         let (d, _) = delivery(hub.clone());
-        let result = d.deliver(routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await;
+        let result = d.deliver(&routes("a"), Patience::AtMost(CLUSTER_RETRY_FOR)).await;
         assert!(matches!(result, Err(DeliveryError::NotBroadcast)), "{result:?}");
         assert_eq!(d.announce_unannounced().await, 0, "nothing goes out while the cluster is down");
         hub.up.store(true, Ordering::SeqCst);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_bridge::events::Envelope;
-use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, MemoryHistory, Replay};
+use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay};
 use realtime_bridge::redis::history::RedisHistory;
 
 fn redis_url() -> String {
@@ -76,6 +76,55 @@ async fn positions_are_contiguous_and_replay_is_exact() {
             ids(h.since("user:42", &Cursor { seq: 4, ..start }).await.unwrap()).is_empty(),
             "{store}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_many_rooms_is_numbered_per_room_in_order_and_bounded() {
+    for (store, h) in stores(HistoryLimits::count_and_age(3, Duration::from_secs(600))) {
+        let a0 = h.append("a", "e", envelope("a0")).await.unwrap();
+        let b_start = h.head("b").await.unwrap();
+        // Interleaved rooms; room a gets more in one batch than it may hold.
+        let batch: Vec<NewEntry> = ["a1", "b1", "a2", "a3", "b2", "c1", "a4"]
+            .iter()
+            .map(|id| NewEntry {
+                room: id[..1].to_owned(),
+                event: format!("ev-{id}"),
+                envelope: envelope(id),
+            })
+            .collect();
+        let stored = h.append_all(batch).await.unwrap();
+        let got: Vec<(String, String, u64)> = stored
+            .iter()
+            .map(|e| {
+                let p = e.envelope.position.as_ref().unwrap();
+                (e.envelope.id.clone(), p.room.clone(), p.seq)
+            })
+            .collect();
+        let want = [
+            ("a1", "a", 2),
+            ("b1", "b", 1),
+            ("a2", "a", 3),
+            ("a3", "a", 4),
+            ("b2", "b", 2),
+            ("c1", "c", 1),
+            ("a4", "a", 5),
+        ];
+        let want: Vec<(String, String, u64)> = want.iter().map(|(i, r, s)| (i.to_string(), r.to_string(), *s)).collect();
+        assert_eq!(got, want, "{store}: the batch's order, each room numbered on");
+        assert_eq!(stored[0].event, "ev-a1", "{store}");
+        let a_epoch = a0.envelope.position.as_ref().unwrap().epoch.clone();
+        assert_eq!(stored[0].envelope.position.as_ref().unwrap().epoch, a_epoch, "{store}: same epoch");
+        assert_eq!(ids(h.since("b", &b_start).await.unwrap()), ["b1", "b2"], "{store}");
+        let a_at_2 = Cursor { epoch: a_epoch, seq: 2 };
+        assert_eq!(
+            ids(h.since("a", &a_at_2).await.unwrap()),
+            ["a2", "a3", "a4"],
+            "{store}: trimmed to 3 after the batch"
+        );
+        let a_at_1 = Cursor { seq: 1, ..a_at_2 };
+        assert_eq!(h.since("a", &a_at_1).await.unwrap(), Replay::Lost(LostReason::Trimmed), "{store}");
+        assert!(h.append_all(Vec::new()).await.unwrap().is_empty(), "{store}");
     }
 }
 
@@ -276,4 +325,44 @@ async fn the_byte_count_of_a_room_stays_exact() {
     let bytes: usize = redis::cmd("HGET").arg(&meta).arg("b").query_async(&mut conn).await.unwrap();
     assert_eq!(len, 3);
     assert!(bytes <= 10_000 && bytes > 9_000, "{bytes}: what the three held entries weigh");
+}
+
+#[tokio::test]
+async fn a_rooms_keys_outlive_its_last_use_by_the_idle_ttl_without_an_expire_per_append() {
+    let h = history(100, Duration::from_secs(60)).await;
+    let idle = 3600_i64; // MemoryHistory::IDLE_ROOM_TTL, longer than the age bound here
+    let keys = h.keys("ttl");
+    let ttls = |keys: [String; 2]| async move {
+        let mut conn = raw().await;
+        let mut out = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+            out.push(ttl);
+        }
+        out
+    };
+    h.append("ttl", "e", envelope("1")).await.unwrap();
+    for ttl in ttls(keys.clone()).await {
+        assert!(ttl >= idle && ttl <= idle + idle / 4 + 1, "{ttl}");
+    }
+    // Pretend the last refresh was long ago but within its margin: the next append refreshes.
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[1])
+        .arg("t")
+        .arg(0)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&keys[0])
+        .arg(idle / 2)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    h.append("ttl", "e", envelope("2")).await.unwrap();
+    assert!(ttls(keys.clone()).await[0] >= idle, "refreshed");
+    h.head("ttl").await.unwrap();
+    for ttl in ttls(keys).await {
+        assert!(ttl >= idle, "a head read never shortens it: {ttl}");
+    }
 }

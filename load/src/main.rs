@@ -7,6 +7,7 @@ mod bridge;
 mod client;
 mod report;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,26 @@ struct Opts {
     /// Extra bridge settings, `NAME=value` (repeatable), e.g. `--env SOCKET_BUFFER=64`.
     #[arg(long = "env", global = true)]
     bridge_env: Vec<String>,
+    /// Cluster mode: this many bridge processes in one consumer group with Redis between
+    /// them (`--cluster` alone: 2); connections are spread over them.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "2")]
+    cluster: Option<usize>,
+    /// One node, its history in Redis (the cluster's store without a second node).
+    #[arg(long, global = true)]
+    redis: bool,
+    /// The Redis of `--cluster` and `--redis` (each run uses a key prefix of its own).
+    #[arg(long, global = true, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+impl Opts {
+    fn nodes(&self) -> usize {
+        self.cluster.unwrap_or(1).max(1)
+    }
+
+    fn uses_redis(&self) -> bool {
+        self.redis || self.cluster.is_some()
+    }
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -93,10 +114,14 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         duration: u64,
     },
-    /// No sockets: records consumed, parsed, routed and stored per second.
+    /// No sockets: records consumed, parsed, routed and stored per second; meanwhile new
+    /// connections are opened and timed (handshake → `connection:success`).
     Ingest {
         #[arg(long, default_value_t = 200_000)]
         events: u64,
+        /// Connections opened per second while the records are consumed (0: none).
+        #[arg(long, default_value_t = 100)]
+        handshakes: u32,
     },
     /// A small personal + fan-out run (CI keeps the tool from rotting).
     Smoke,
@@ -182,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?,
         ],
-        Scenario::Ingest { events } => vec![ingest(&cli.opts, events).await?],
+        Scenario::Ingest { events, handshakes } => vec![ingest(&cli.opts, events, handshakes).await?],
         Scenario::Smoke => vec![
             run(
                 &cli.opts,
@@ -263,18 +288,21 @@ fn broker(opts: &Opts) -> anyhow::Result<(String, Option<DevBroker>)> {
     }
 }
 
-async fn start_bridge(opts: &Opts, brokers: &str, connections: usize, offset_reset: &str) -> anyhow::Result<Bridge> {
+/// Starts the bridge processes of a run (one, or `--cluster` of them in one group) and
+/// waits until each is ready.
+async fn start_nodes(opts: &Opts, brokers: &str, connections: usize, offset_reset: &str) -> anyhow::Result<Nodes> {
     let bin = match &opts.bridge_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("realtime-bridge"),
     };
+    let run = std::process::id();
     let mut env: Vec<(String, String)> = [
         ("KAFKA_BROKERS", brokers.to_owned()),
-        ("KAFKA_GROUP_ID", format!("realtime-load-{}", std::process::id())),
+        ("KAFKA_GROUP_ID", format!("realtime-load-{run}")),
         ("KAFKA_TOPICS", format!("{ORDERS},{INVENTORY}")),
         ("KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
-        // Neither tansu nor librdkafka's mock cluster answers a waiting fetch when data
-        // arrives (Apache Kafka does): a 1 ms wait stands in for that.
+        // librdkafka's mock cluster does not answer a waiting fetch when data arrives
+        // (Apache Kafka does): a 1 ms wait stands in for that.
         ("KAFKA_FETCH_WAIT_MAX_MS", "1".to_owned()),
         ("KAFKA_AUTO_OFFSET_RESET", offset_reset.to_owned()),
         ("JWT_SECRET", SECRET.to_owned()),
@@ -288,23 +316,99 @@ async fn start_bridge(opts: &Opts, brokers: &str, connections: usize, offset_res
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if opts.uses_redis() {
+        env.push(("REDIS_URL".to_owned(), opts.redis_url.clone()));
+        env.push(("REDIS_PREFIX".to_owned(), format!("realtime-load-{run}:")));
+    }
     for kv in &opts.bridge_env {
         let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected NAME=value"))?;
         env.push((k.to_owned(), v.to_owned()));
     }
-    let bridge = Bridge::start(&bin, &env).await?;
-    bridge.ready(Duration::from_secs(60)).await?;
-    Ok(bridge)
+    let mut bridges = Vec::new();
+    for _ in 0..opts.nodes() {
+        bridges.push(Bridge::start(&bin, &env).await?);
+    }
+    for bridge in &bridges {
+        bridge.ready(Duration::from_secs(60)).await?;
+    }
+    Ok(Nodes { bridges })
+}
+
+/// The bridges of a run, measured together.
+struct Nodes {
+    bridges: Vec<Bridge>,
+}
+
+impl Nodes {
+    /// The bridge connection `slot` goes to.
+    fn for_slot(&self, slot: usize) -> &Bridge {
+        &self.bridges[slot % self.bridges.len()]
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.bridges.iter().map(|b| rss_kib(b.pid)).sum()
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        self.bridges.iter().map(|b| cpu_secs(b.pid)).sum()
+    }
+
+    async fn records_consumed(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for b in &self.bridges {
+            total += b.records_consumed().await?;
+        }
+        Ok(total)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for b in self.bridges {
+            b.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Redis's command counts (`INFO commandstats`), by command.
+async fn redis_commands(opts: &Opts) -> anyhow::Result<BTreeMap<String, u64>> {
+    if !opts.uses_redis() {
+        return Ok(BTreeMap::new());
+    }
+    let client = redis::Client::open(opts.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect())
+}
+
+/// Commands per record between two `INFO commandstats`, the busiest first.
+fn per_record(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, records: u64) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, calls)| {
+            let delta = calls.saturating_sub(before.get(name).copied().unwrap_or(0));
+            (name.clone(), delta as f64 / records.max(1) as f64)
+        })
+        .filter(|(name, per)| *per > 0.0 && name != "info")
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows
 }
 
 /// Opens the connections, publishes for the plan's duration, and measures.
 async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary> {
     let (brokers, _dev) = broker(opts)?;
-    let bridge = start_bridge(opts, &brokers, plan.connections, "latest").await?;
+    let nodes = start_nodes(opts, &brokers, plan.connections, "latest").await?;
     let events = plan.rate as u64 * plan.duration.as_secs();
     let recorder = Arc::new(Recorder::new(plan.connections, events as usize + 1));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = rss_kib(bridge.pid);
+    let rss_before = nodes.rss_kib();
 
     eprintln!("{scenario}: opening {} connections at {}/s", plan.connections, opts.ramp);
     let stop = CancellationToken::new();
@@ -320,7 +424,7 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
         tokio::time::sleep_until(due.into()).await;
         let permit = handshakes.clone().acquire_owned().await?;
         let target = Target {
-            server: bridge.addr,
+            server: nodes.for_slot(slot).addr,
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (slot % usize::from(opts.sources.max(1))) as u8)),
             token: mint_hs256(SECRET, &format!("u{}", slot % plan.users), false, Duration::from_secs(24 * 3600)),
             subscribe_inventory: plan.inventory,
@@ -351,14 +455,15 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
     let connect_secs = started.elapsed().as_secs_f64();
     // Let allocations settle before reading memory (a benchmark, not a test: no condition to await).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = rss_kib(bridge.pid);
+    let rss_connected = nodes.rss_kib();
     let connections = connected.load(Ordering::Relaxed);
     eprintln!(
         "{scenario}: {connections} connected in {connect_secs:.1} s; measuring for {:?}",
         plan.duration
     );
 
-    let (server_cpu0, loader_cpu0, t0) = (cpu_secs(bridge.pid), cpu_secs(std::process::id()), Instant::now());
+    let redis_before = redis_commands(opts).await?;
+    let (server_cpu0, loader_cpu0, t0) = (nodes.cpu_secs(), cpu_secs(std::process::id()), Instant::now());
     let published = if plan.rate == 0 {
         tokio::time::sleep(plan.duration).await;
         0
@@ -408,22 +513,29 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
         sent
     };
     let secs = t0.elapsed().as_secs_f64();
-    let server_cpu = (cpu_secs(bridge.pid) - server_cpu0) / secs * 100.0;
+    let server_cpu = (nodes.cpu_secs() - server_cpu0) / secs * 100.0;
     let loader_cpu = (cpu_secs(std::process::id()) - loader_cpu0) / secs * 100.0;
-    let rss_end = rss_kib(bridge.pid);
-    let records_consumed = bridge.records_consumed().await.unwrap_or(0);
+    let rss_end = nodes.rss_kib();
+    let records_consumed = nodes.records_consumed().await.unwrap_or(0);
+    let redis_per_record = per_record(&redis_before, &redis_commands(opts).await?, published);
+    let node_count = nodes.bridges.len();
+    let per_node_deliveries_per_sec = (0..node_count)
+        .map(|k| recorder.delivery_rate_where(|slot| slot % node_count == k))
+        .collect();
 
     stop.cancel();
     for t in tasks {
         let _ = t.await;
     }
-    bridge.stop().await?;
+    nodes.stop().await?;
 
     let users = plan.users;
     let audit = recorder.audit(published, |slot, n| plan.inventory || (n % users as u64) as usize == slot % users);
     Ok(Summary {
         scenario: scenario.to_owned(),
         machine: machine(),
+        nodes: node_count,
+        redis: opts.uses_redis(),
         connections_wanted: plan.connections,
         connections,
         connect_failures: failures.load(Ordering::Relaxed),
@@ -434,7 +546,10 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
         records_per_sec: 0.0,
         audit,
         deliveries_per_sec: recorder.delivery_rate(),
+        per_node_deliveries_per_sec,
         latency: recorder.latency(),
+        handshake: Default::default(),
+        redis_per_record,
         rss_before_kib: rss_before,
         rss_connected_kib: rss_connected,
         rss_end_kib: rss_end,
@@ -446,9 +561,11 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
     })
 }
 
-/// Publishes `events` records first, then starts the bridge on them with no sockets and
-/// times how fast it consumes, parses, routes and stores them.
-async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
+/// Publishes `events` records first, then starts the bridges on them with no sockets and
+/// times how fast they consume, parse, route and store them. Meanwhile `handshakes`
+/// connections per second are opened, spread over the nodes, and timed (handshake →
+/// `connection:success`), then closed.
+async fn ingest(opts: &Opts, events: u64, handshakes: u32) -> anyhow::Result<Summary> {
     let (brokers, _dev) = broker(opts)?;
     eprintln!("ingest: publishing {events} records");
     let make = |n: u64| {
@@ -460,16 +577,24 @@ async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
         )
     };
     let published = demo::publish(&brokers, &Default::default(), 0, Some(events), CancellationToken::new(), make).await?;
-    let bridge = start_bridge(opts, &brokers, 0, "earliest").await?;
-    let rss_before = rss_kib(bridge.pid);
-    let (cpu0, loader0) = (cpu_secs(bridge.pid), cpu_secs(std::process::id()));
+    let redis_before = redis_commands(opts).await?;
+    let nodes = start_nodes(opts, &brokers, handshakes as usize * 60, "earliest").await?;
+    let rss_before = nodes.rss_kib();
+    let (cpu0, loader0) = (nodes.cpu_secs(), cpu_secs(std::process::id()));
+    let timing = Arc::new(Recorder::new(0, 0));
+    let stop = CancellationToken::new();
     let mut first: Option<(Instant, u64)> = None;
     let mut last = (Instant::now(), 0u64);
+    let mut opener = None;
     loop {
-        let consumed = bridge.records_consumed().await?;
+        let consumed = nodes.records_consumed().await?;
         let now = Instant::now();
         if consumed > 0 && first.is_none() {
             first = Some((now, consumed));
+            if handshakes > 0 {
+                let targets: Vec<_> = nodes.bridges.iter().map(|b| b.addr).collect();
+                opener = Some(tokio::spawn(open_and_time(targets, handshakes, timing.clone(), stop.clone())));
+            }
         }
         if consumed != last.1 {
             last = (now, consumed);
@@ -479,16 +604,24 @@ async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    stop.cancel();
+    if let Some(opener) = opener {
+        opener.await?;
+    }
     let (t0, c0) = first.context("the bridge consumed nothing")?;
     let secs = (last.0 - t0).as_secs_f64().max(1e-3);
     let rate = (last.1 - c0) as f64 / secs;
-    let server_cpu = (cpu_secs(bridge.pid) - cpu0) / secs * 100.0;
+    let server_cpu = (nodes.cpu_secs() - cpu0) / secs * 100.0;
     let loader_cpu = (cpu_secs(std::process::id()) - loader0) / secs * 100.0;
-    let rss_end = rss_kib(bridge.pid);
-    bridge.stop().await?;
+    let rss_end = nodes.rss_kib();
+    let node_count = nodes.bridges.len();
+    nodes.stop().await?;
+    let redis_per_record = per_record(&redis_before, &redis_commands(opts).await?, last.1);
     Ok(Summary {
         scenario: "ingest".to_owned(),
         machine: machine(),
+        nodes: node_count,
+        redis: opts.uses_redis(),
         connections_wanted: 0,
         connections: 0,
         connect_failures: 0,
@@ -499,7 +632,10 @@ async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
         records_per_sec: rate,
         audit: Default::default(),
         deliveries_per_sec: 0.0,
+        per_node_deliveries_per_sec: Vec::new(),
         latency: Default::default(),
+        handshake: timing.latency(),
+        redis_per_record,
         rss_before_kib: rss_before,
         rss_connected_kib: rss_before,
         rss_end_kib: rss_end,
@@ -507,6 +643,35 @@ async fn ingest(opts: &Opts, events: u64) -> anyhow::Result<Summary> {
         server_cpu_percent: server_cpu,
         loader_cpu_percent: loader_cpu,
     })
+}
+
+/// Opens `per_sec` connections a second over `targets` until `stop`, recording each one's
+/// handshake → `connection:success` time in `timing`; each is closed once connected.
+async fn open_and_time(targets: Vec<std::net::SocketAddr>, per_sec: u32, timing: Arc<Recorder>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_sec.max(1))));
+    let mut tasks = Vec::new();
+    for slot in 0usize.. {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let target = Target {
+            server: targets[slot % targets.len()],
+            source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (slot % 8) as u8)),
+            token: mint_hs256(SECRET, &format!("h{slot}"), false, Duration::from_secs(3600)),
+            subscribe_inventory: false,
+        };
+        let timing = timing.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            if Client::connect(&target).await.is_ok() {
+                timing.timed(started.elapsed());
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// CPU model and count, for the record.

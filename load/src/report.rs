@@ -89,6 +89,29 @@ impl Recorder {
         }
     }
 
+    /// Records one duration (e.g. a handshake) in the latency histogram.
+    pub fn timed(&self, took: std::time::Duration) {
+        let mut h = self.latency[0].lock().unwrap_or_else(|p| p.into_inner());
+        let _ = h.record((took.as_micros() as u64).max(1));
+    }
+
+    /// Deliveries per second, between the run's first and last receipt, to the connections
+    /// `slot` selects (e.g. those of one node).
+    pub fn delivery_rate_where(&self, slot: impl Fn(usize) -> bool) -> f64 {
+        let (first, last) = (self.first_us.load(Ordering::Relaxed), self.last_us.load(Ordering::Relaxed));
+        if first >= last {
+            return 0.0;
+        }
+        let count: usize = self
+            .received
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| slot(*s))
+            .map(|(_, list)| list.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum();
+        count as f64 / ((last - first) as f64 / 1e6)
+    }
+
     /// Deliveries per second between the first and the last receipt.
     pub fn delivery_rate(&self) -> f64 {
         let (first, last) = (self.first_us.load(Ordering::Relaxed), self.last_us.load(Ordering::Relaxed));
@@ -161,6 +184,10 @@ pub struct Summary {
     pub scenario: String,
     /// The machine, for the record.
     pub machine: String,
+    /// Bridge processes (more than one: cluster mode, Redis between them).
+    pub nodes: usize,
+    /// Whether the history (and, with several nodes, the adapter) was in Redis.
+    pub redis: bool,
     /// Connections asked for.
     pub connections_wanted: usize,
     /// Connections established.
@@ -183,6 +210,13 @@ pub struct Summary {
     pub deliveries_per_sec: f64,
     /// Produce → receive latency.
     pub latency: Latency,
+    /// Deliveries per second to each node's connections.
+    pub per_node_deliveries_per_sec: Vec<f64>,
+    /// Handshake → `connection:success` of connections opened during the run (ingest).
+    pub handshake: Latency,
+    /// Redis commands per record by command (`INFO commandstats`; commands run inside
+    /// scripts are counted too), the busiest first.
+    pub redis_per_record: Vec<(String, f64)>,
     /// Server RSS before any connection, KiB.
     pub rss_before_kib: u64,
     /// Server RSS with every connection open, KiB.
@@ -204,6 +238,15 @@ impl Summary {
             ("scenario", self.scenario.clone()),
             ("machine", self.machine.clone()),
             (
+                "topology",
+                format!(
+                    "{} node{}, history {}",
+                    self.nodes,
+                    if self.nodes == 1 { "" } else { "s (Redis adapter)" },
+                    if self.redis { "in Redis" } else { "in memory" }
+                ),
+            ),
+            (
                 "connections",
                 format!(
                     "{} of {} ({} failed, {} dropped), opened in {:.1} s",
@@ -222,13 +265,40 @@ impl Summary {
                     self.audit.expected, self.audit.lost, self.audit.duplicated, self.audit.misrouted
                 ),
             ),
-            ("deliveries/s", format!("{:.0}", self.deliveries_per_sec)),
+            (
+                "deliveries/s",
+                format!(
+                    "{:.0} (per node: {})",
+                    self.deliveries_per_sec,
+                    self.per_node_deliveries_per_sec
+                        .iter()
+                        .map(|d| format!("{d:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                ),
+            ),
             (
                 "latency p50/p90/p99/max",
                 format!(
                     "{:.2} / {:.2} / {:.2} / {:.2} ms ({} samples)",
                     self.latency.p50_ms, self.latency.p90_ms, self.latency.p99_ms, self.latency.max_ms, self.latency.samples
                 ),
+            ),
+            (
+                "handshakes p50/p99/max",
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms ({} timed)",
+                    self.handshake.p50_ms, self.handshake.p99_ms, self.handshake.max_ms, self.handshake.samples
+                ),
+            ),
+            (
+                "Redis commands per record",
+                self.redis_per_record
+                    .iter()
+                    .take(8)
+                    .map(|(name, per)| format!("{name} {per:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             (
                 "server RSS before/connected/end",

@@ -11,7 +11,7 @@
 //! [`History`] is a trait so that a shared store ([`crate::redis::history::RedisHistory`]) can take this
 //! one's place.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,11 +74,36 @@ pub enum LostReason {
 #[error("history store unavailable: {0}")]
 pub struct HistoryError(pub String);
 
+/// An envelope on its way into a room's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    /// The room whose history it joins.
+    pub room: String,
+    /// Socket.IO event name.
+    pub event: String,
+    /// The payload (its position is set when stored).
+    pub envelope: Envelope,
+}
+
 /// A per-room, bounded, ordered log of emitted envelopes.
 #[async_trait::async_trait]
 pub trait History: Send + Sync + 'static {
+    /// Stores each entry as the next of its room, in the order given, setting positions;
+    /// the result is in the same order. One operation (one round trip to a shared store):
+    /// on an error nothing was stored, or — if the store failed halfway — what was stored
+    /// is numbered like any other entry and simply stored again when the caller retries
+    /// (a duplicate with the same id, never a gap).
+    async fn append_all(&self, entries: Vec<NewEntry>) -> Result<Vec<Arc<Entry>>, HistoryError>;
     /// Stores `envelope` as the next entry of `room`, setting its position.
-    async fn append(&self, room: &str, event: &str, envelope: Envelope) -> Result<Arc<Entry>, HistoryError>;
+    async fn append(&self, room: &str, event: &str, envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
+        let entry = NewEntry {
+            room: room.to_owned(),
+            event: event.to_owned(),
+            envelope,
+        };
+        let mut stored = self.append_all(vec![entry]).await?;
+        stored.pop().ok_or_else(|| HistoryError("the store returned no entry".to_owned()))
+    }
     /// The room's current position: what a client that has seen everything holds.
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError>;
     /// What was appended to `room` after `cursor`, or why that cannot be known.
@@ -290,30 +315,47 @@ impl MemoryHistory {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append_at(&self, room: &str, event: &str, mut envelope: Envelope, now: Instant) -> Arc<Entry> {
-        let mut rooms = self.lock();
-        let (key, state) = rooms.room(room, now);
-        envelope.position = Some(Position {
+    #[cfg(test)]
+    fn append_at(&self, room: &str, event: &str, envelope: Envelope, now: Instant) -> Arc<Entry> {
+        let entry = NewEntry {
             room: room.to_owned(),
-            epoch: state.epoch.clone(),
-            seq: state.next_seq,
-        });
-        let size = entry_bytes(event, &envelope);
-        let entry = Arc::new(Entry {
             event: event.to_owned(),
             envelope,
-        });
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        state.last_used = now;
-        state.entries.push_back((now, size, entry.clone()));
-        state.bytes += size;
-        rooms.bytes += size;
-        rooms.entries += 1;
-        rooms.order.push_back((key, seq));
-        rooms.trim_room(room, now, self.limits);
+        };
+        self.append_all_at(vec![entry], now).remove(0)
+    }
+
+    /// Appends every entry under one lock; each room touched, and the total, is trimmed
+    /// once at the end.
+    fn append_all_at(&self, entries: Vec<NewEntry>, now: Instant) -> Vec<Arc<Entry>> {
+        let mut stored = Vec::with_capacity(entries.len());
+        let mut touched: HashSet<Arc<str>> = HashSet::new();
+        let mut rooms = self.lock();
+        for NewEntry { room, event, mut envelope } in entries {
+            let (key, state) = rooms.room(&room, now);
+            let seq = state.next_seq;
+            envelope.position = Some(Position {
+                room,
+                epoch: state.epoch.clone(),
+                seq,
+            });
+            let size = entry_bytes(&event, &envelope);
+            let entry = Arc::new(Entry { event, envelope });
+            state.next_seq += 1;
+            state.last_used = now;
+            state.entries.push_back((now, size, entry.clone()));
+            state.bytes += size;
+            rooms.bytes += size;
+            rooms.entries += 1;
+            touched.insert(key.clone());
+            rooms.order.push_back((key, seq));
+            stored.push(entry);
+        }
+        for room in touched {
+            rooms.trim_room(&room, now, self.limits);
+        }
         rooms.trim_total(self.limits.max_bytes);
-        entry
+        stored
     }
 
     fn head_at(&self, room: &str, now: Instant) -> Cursor {
@@ -349,8 +391,8 @@ impl MemoryHistory {
 
 #[async_trait::async_trait]
 impl History for MemoryHistory {
-    async fn append(&self, room: &str, event: &str, envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
-        Ok(self.append_at(room, event, envelope, Instant::now()))
+    async fn append_all(&self, entries: Vec<NewEntry>) -> Result<Vec<Arc<Entry>>, HistoryError> {
+        Ok(self.append_all_at(entries, Instant::now()))
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {

@@ -360,7 +360,7 @@ async fn send(
 ) -> Result<Json<BroadcastResponse>, ApiError> {
     let stored = state
         .delivery
-        .deliver(routes, Patience::AtMost(CLUSTER_RETRY_FOR))
+        .deliver(&routes, Patience::AtMost(CLUSTER_RETRY_FOR))
         .await
         .map_err(|e| {
             // The cause (addresses, store errors) is for the logs, not for callers.

@@ -5,11 +5,14 @@
 //! only ever commits offsets this loop stored, and it stores a record's offset only after
 //! the record was stored in the replay history and handed to Socket.IO — or, for a record
 //! that is not an event, after the dead-letter topic acknowledged its copy. Records are
-//! handled one by one, in order, by this single task, so a record that cannot be settled
-//! (history or dead-letter topic unavailable) holds up what follows it instead of being
-//! skipped.
+//! handled in batches — whatever the consumer has ready, up to [`MAX_BATCH`] — in order, by
+//! this single task: a batch's events are stored in one history operation and emitted
+//! together, and the next batch waits until this one is settled. So a record that cannot be
+//! settled (history or dead-letter topic unavailable) holds up what follows it instead of
+//! being skipped. See docs/architecture.md, "The delivery path", for why batching loses
+//! and reorders nothing.
 //!
-//! Nothing in a record can stop this loop: handling one record runs under a panic guard,
+//! Nothing in a record can stop this loop: parsing and routing a record run under a panic guard,
 //! and a record whose handling panics (a bug) is dead-lettered like an invalid one, so it
 //! neither kills the consumer nor poisons the next group member that gets its partition.
 //! The loop itself is supervised ([`crate::supervisor`]): if it ends anyway, it is rebuilt.
@@ -26,11 +29,12 @@ use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientProperties, GroupProtocol, KafkaConfig};
-use crate::delivery::{Delivery, Outcome, Record};
+use crate::delivery::{Delivery, Patience, Record};
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetters};
 use crate::retry::Backoff;
+use crate::routing::Route;
 use crate::stats::{PartitionLag, Stats};
 
 /// Reports group membership to [`Health`], lag to [`Stats`], and commits before
@@ -164,31 +168,52 @@ pub struct Sinks {
     pub faults: Arc<Faults>,
 }
 
-/// Consumes until `cancel` fires, then commits what was settled. A record in flight when
+/// Records taken from the consumer at once, at most. A batch is whatever is ready when the
+/// first record arrives: it never waits to fill, so a lone record goes out at once.
+const MAX_BATCH: usize = 512;
+
+/// Consumes until `cancel` fires, then commits what was settled. A batch in flight when
 /// `cancel` fires is finished first unless it is waiting on a retry, in which case its
-/// offset is not stored and the next owner of the partition gets it again.
+/// unsettled records' offsets are not stored and the next owner of the partition gets
+/// them again.
 pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             m = consumer.recv() => m,
         };
-        match message {
-            Ok(m) => {
-                if sinks.faults.fire(Fault::ConsumerPanic) {
-                    panic!("injected fault: consumer loop");
-                }
-                if !settle(&m, &sinks, &cancel).await {
-                    break;
-                }
-                if let Err(error) = consumer.store_offset_from_message(&m) {
-                    // Happens when the partition was revoked meanwhile; the new owner re-delivers.
-                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, "could not store offset");
-                }
+        batch.clear();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Ok(m) => batch.push(m),
+                // Transient (broker down, rebalance); librdkafka reconnects by itself.
+                Err(error) => tracing::warn!(%error, "kafka consume error"),
             }
-            // Transient (broker down, rebalance); librdkafka reconnects by itself.
-            Err(error) => tracing::warn!(%error, "kafka consume error"),
+            next = if batch.len() < MAX_BATCH {
+                consumer.recv().now_or_never()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if sinks.faults.fire(Fault::ConsumerPanic) {
+            panic!("injected fault: consumer loop");
+        }
+        let settled = settle_batch(&batch, &sinks, &cancel).await;
+        // Offsets only for the settled records, which come first in each partition.
+        for m in &batch[..settled] {
+            if let Err(error) = consumer.store_offset_from_message(m) {
+                // Happens when the partition was revoked meanwhile; the new owner re-delivers.
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, "could not store offset");
+            }
+        }
+        if settled < batch.len() {
+            break;
         }
     }
     tracing::info!("consumer stopped taking records; committing");
@@ -196,51 +221,148 @@ pub async fn run(consumer: GroupConsumer, sinks: Sinks, cancel: CancellationToke
     Ok(())
 }
 
-/// Delivers or dead-letters one record; `false` when cancelled before either succeeded.
-async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationToken) -> bool {
-    if m.topic() == sinks.dead_letters.topic() {
-        // Configuration refuses a subscription matching the DLQ; this guards against a
-        // pattern librdkafka reads differently, so bad records never loop.
-        tracing::warn!(topic = m.topic(), offset = m.offset(), "ignoring a record of the dead-letter topic");
-        return true;
-    }
-    let record = Record {
+/// A record read and routed, before delivery.
+enum Prepared {
+    /// An event: deliver these routes.
+    Event(Vec<Route>),
+    /// Not an event, or handling it panicked: dead-letter it with this reason.
+    Rejected(String),
+    /// A record of the dead-letter topic itself: ignored.
+    Ignored,
+}
+
+fn record<'a>(m: &'a BorrowedMessage<'_>) -> Record<'a> {
+    Record {
         topic: m.topic(),
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
         payload: m.payload(),
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let reason = loop {
-        let handled = AssertUnwindSafe(async {
-            if sinks.faults.fire(Fault::RecordPanic) {
-                panic!("injected fault: handling a record");
-            }
-            sinks.delivery.handle_record(record, cancel).await
-        })
-        .catch_unwind()
-        .await;
-        match handled {
-            Ok(Ok(Outcome::Delivered)) => return true,
-            Ok(Ok(Outcome::Rejected(error))) => break error.to_string(),
-            Err(panic) => {
-                let message = crate::supervisor::panic_message(panic.as_ref());
-                sinks.stats.record_panicked();
-                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), panic = %message, "handling a record panicked (a bug); dead-lettering it");
-                break format!("internal error while handling the record: {message}");
-            }
-            Ok(Err(error)) => {
-                if cancel.is_cancelled() {
-                    return false;
+    }
+}
+
+/// Settles a batch in order: each run of events is delivered together (one history
+/// append, emits pipelined), then the refused record that ends it is dead-lettered — so no
+/// record is settled before one that comes before it, and a partition waits at a record
+/// the dead-letter topic cannot take. Returns how many records, from the first, are
+/// settled: all unless `cancel` fired during a retry.
+async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &CancellationToken) -> usize {
+    let mut prepared: Vec<Prepared> = batch.iter().map(|m| prepare(m, sinks)).collect();
+    let mut start = 0;
+    for end in 0..=batch.len() {
+        if end < batch.len() && !matches!(prepared[end], Prepared::Rejected(_)) {
+            continue;
+        }
+        let routes: Vec<Route> = prepared[start..end]
+            .iter_mut()
+            .filter_map(|p| match p {
+                Prepared::Event(routes) => Some(std::mem::take(routes)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        match deliver_until_done(&routes, sinks, cancel).await {
+            Delivered::Yes => {
+                for (m, p) in batch[start..end].iter().zip(&prepared[start..end]) {
+                    if matches!(p, Prepared::Event(_)) {
+                        sinks.delivery.delivered(record(m));
+                    }
                 }
-                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %error, retry_in = ?backoff.upcoming(), "could not deliver a record; retrying");
-                if !backoff.pause(cancel).await {
-                    return false;
+            }
+            Delivered::Cancelled => return start,
+            // A panic that parsing and routing did not hit: settle one by one, so only the
+            // record that causes it is dead-lettered (its siblings may be delivered twice).
+            Delivered::Panicked(_) if end - start > 1 => {
+                for (i, m) in batch.iter().enumerate().take(end).skip(start) {
+                    if Box::pin(settle_batch(std::slice::from_ref(m), sinks, cancel)).await == 0 {
+                        return i;
+                    }
+                }
+            }
+            Delivered::Panicked(message) => {
+                let reason = internal_error(record(&batch[start]), sinks, &message);
+                if !dead_letter(&batch[start], &reason, sinks, cancel).await {
+                    return start;
                 }
             }
         }
-    };
+        if let Some(Prepared::Rejected(reason)) = prepared.get(end)
+            && !dead_letter(&batch[end], reason, sinks, cancel).await
+        {
+            return end;
+        }
+        start = end + 1;
+    }
+    batch.len()
+}
+
+/// Parses and routes one record under a panic guard: a record whose handling panics (a
+/// bug) is dead-lettered like an invalid one.
+fn prepare(m: &BorrowedMessage<'_>, sinks: &Sinks) -> Prepared {
+    if m.topic() == sinks.dead_letters.topic() {
+        // Configuration refuses a subscription matching the DLQ; this guards against a
+        // pattern librdkafka reads differently, so bad records never loop.
+        tracing::warn!(topic = m.topic(), offset = m.offset(), "ignoring a record of the dead-letter topic");
+        return Prepared::Ignored;
+    }
+    let rec = record(m);
+    let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if sinks.faults.fire(Fault::RecordPanic) {
+            panic!("injected fault: handling a record");
+        }
+        sinks.delivery.prepare(rec)
+    }));
+    match handled {
+        Ok(Ok(routes)) => Prepared::Event(routes),
+        Ok(Err(error)) => Prepared::Rejected(error.to_string()),
+        Err(panic) => Prepared::Rejected(internal_error(rec, sinks, crate::supervisor::panic_message(panic.as_ref()))),
+    }
+}
+
+/// Counts and logs a panic while handling `rec`; the reason to dead-letter it with.
+fn internal_error(rec: Record<'_>, sinks: &Sinks, message: &str) -> String {
+    sinks.stats.record_panicked();
+    tracing::error!(topic = rec.topic, partition = rec.partition, offset = rec.offset, panic = %message, "handling a record panicked (a bug); dead-lettering it");
+    format!("internal error while handling the record: {message}")
+}
+
+/// How a batch's delivery ended.
+enum Delivered {
+    Yes,
+    /// `cancel` fired while waiting to retry: nothing may be counted as delivered.
+    Cancelled,
+    /// Delivering panicked (a bug), with this message.
+    Panicked(String),
+}
+
+/// Delivers `routes`, retrying with backoff while the history or the cluster fails.
+async fn deliver_until_done(routes: &[Route], sinks: &Sinks, cancel: &CancellationToken) -> Delivered {
+    if routes.is_empty() {
+        return Delivered::Yes;
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let attempt = AssertUnwindSafe(sinks.delivery.deliver(routes, Patience::UntilStopped(cancel)))
+            .catch_unwind()
+            .await;
+        match attempt {
+            Ok(Ok(_)) => return Delivered::Yes,
+            Err(panic) => return Delivered::Panicked(crate::supervisor::panic_message(panic.as_ref()).to_owned()),
+            Ok(Err(error)) => {
+                if cancel.is_cancelled() {
+                    return Delivered::Cancelled;
+                }
+                tracing::error!(routes = routes.len(), %error, retry_in = ?backoff.upcoming(), "could not deliver a batch of records; retrying");
+                if !backoff.pause(cancel).await {
+                    return Delivered::Cancelled;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one refused record to the dead-letter topic; `false` when cancelled first.
+async fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, sinks: &Sinks, cancel: &CancellationToken) -> bool {
     let letter = DeadLetter {
         topic: m.topic(),
         partition: m.partition(),
@@ -248,7 +370,7 @@ async fn settle(m: &BorrowedMessage<'_>, sinks: &Sinks, cancel: &CancellationTok
         key: m.key(),
         payload: m.payload(),
         headers: m.headers(),
-        error: &reason,
+        error: reason,
     };
     let done = sinks
         .dead_letters

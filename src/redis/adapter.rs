@@ -7,6 +7,11 @@
 //! same small driver on redis-rs's `ConnectionManager` instead, which reconnects with
 //! backoff and re-subscribes every channel on the new connection by itself; [`PubSub::ping`]
 //! both feeds readiness and makes it reconnect promptly.
+//!
+//! Publishing is queued: every broadcast goes, in the order it was made, to one task that
+//! sends whatever has queued up as one pipeline on that connection. So a batch of emits
+//! costs one round trip, not one each, and Redis receives them in emit order (one
+//! connection, one queue), which is the order every other node's sockets see.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +19,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands, PushInfo, PushKind, RedisError};
+use ::redis::{PushInfo, PushKind, RedisError};
 use socketioxide::adapter::Emitter;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::stats::Stats;
 
@@ -33,7 +38,13 @@ const CHANNEL_BUFFER: usize = 65_536;
 /// How long a cluster-wide query (sockets, rooms) waits for the other nodes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Broadcasts sent in one pipeline at most (more wait for the next round trip).
+const MAX_PIPELINE: usize = 4_096;
+
 type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+
+/// A broadcast waiting to be published, and who to tell how it went.
+type Publish = (String, Vec<u8>, oneshot::Sender<Result<(), String>>);
 
 /// The Redis pub/sub driver of the adapter: one RESP3 connection that comes back, with its
 /// subscriptions, after Redis does.
@@ -43,10 +54,15 @@ pub struct PubSub {
     handlers: Handlers,
     /// Set when the connection drops: broadcasts published meanwhile never reached this node.
     dropped: Arc<AtomicBool>,
+    /// The publishing queue. Unbounded because it is bounded by its callers: each one
+    /// waits for its broadcast to be published, and delivery emits one bounded batch at a
+    /// time.
+    publisher: mpsc::UnboundedSender<Publish>,
 }
 
 impl PubSub {
     /// A driver for `url`; connects lazily, so Redis may be down when the node starts.
+    /// Spawns its publishing task (it ends when the driver is dropped).
     pub fn new(url: &str, stats: Arc<Stats>) -> Result<Self, RedisError> {
         let info = ::redis::IntoConnectionInfo::into_connection_info(url)?;
         // Pushed pub/sub messages need RESP3 (Redis 6+), whatever the URL says.
@@ -66,7 +82,14 @@ impl PubSub {
             })
             .set_automatic_resubscription();
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(PubSub { conn, handlers, dropped })
+        let (publisher, queue) = mpsc::unbounded_channel();
+        tokio::spawn(publish_in_order(conn.clone(), queue));
+        Ok(PubSub {
+            conn,
+            handlers,
+            dropped,
+            publisher,
+        })
     }
 
     /// Whether the connection dropped since the last call. Redis pub/sub does not keep
@@ -93,6 +116,23 @@ impl PubSub {
             tokio::time::timeout(timeout, ::redis::cmd("PING").query_async::<String>(&mut conn)).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Publishes what is queued, in order, as one pipeline per round trip; each caller learns
+/// the outcome of its pipeline (a failed one reached no node: the caller may retry).
+async fn publish_in_order(mut conn: ConnectionManager, mut queue: mpsc::UnboundedReceiver<Publish>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
+        let mut pipe = ::redis::pipe();
+        for (chan, message, _) in &batch {
+            pipe.publish(chan, message).ignore();
+        }
+        let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string());
+        for (_, _, done) in batch.drain(..) {
+            // The caller may have gone (shutdown): nobody to tell.
+            let _ = done.send(result.clone());
+        }
     }
 }
 
@@ -129,8 +169,21 @@ fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: 
 impl Driver for PubSub {
     type Error = RedisError;
 
-    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        self.conn.clone().publish::<_, _, ()>(chan, val).await
+    fn publish(&self, chan: String, val: Vec<u8>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        // Queued now, at the call, so broadcasts keep the order they were made in.
+        let (done, outcome) = oneshot::channel();
+        let queued = self.publisher.send((chan, val, done)).is_ok();
+        async move {
+            let failed = |why: String| RedisError::from(std::io::Error::other(why));
+            if !queued {
+                return Err(failed("the publishing task is gone".to_owned()));
+            }
+            match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(failed(error)),
+                Err(_) => Err(failed("the publishing task is gone".to_owned())),
+            }
+        }
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {

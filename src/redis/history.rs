@@ -1,9 +1,12 @@
 //! The replay history in Redis, shared by every node: a stream per room, bounded by count,
 //! bytes and age (the stream's ids are times), next to the room's epoch and
 //! sequence counter. Each operation is one Lua script, so appends are atomic and numbered
-//! without gaps even with several nodes appending to the same room.
+//! without gaps even with several nodes appending to the same room. A batch of appends to
+//! any number of rooms is one script call: one round trip per batch. (A script that spans
+//! rooms needs one Redis primary: Redis Cluster, which splits keys over primaries, is not
+//! supported.)
 //!
-//! Keys (the `{room}` hash tag keeps a room's keys in one cluster slot):
+//! Keys:
 //! `<prefix>{<room>}:s` the stream (fields `n` seq, `e` event, `v` envelope JSON),
 //! `<prefix>{<room>}:m` a hash holding the epoch (`e`), the last seq (`n`) and the bytes
 //! the stream holds (`b`: event names plus envelopes, kept exact by trimming the oldest
@@ -19,6 +22,7 @@
 //! entries must be exactly `after + 1 ..= head`, otherwise the history is inconsistent and
 //! reported as `epoch-changed` rather than replayed in part.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,32 +30,72 @@ use ::redis::Script;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::events::{Envelope, Position};
-use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, MemoryHistory, Replay};
+use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay};
 
+/// Appends a batch: KEYS are each room's stream and hash, in pairs; ARGV the bounds (max
+/// entries, max age ms, key TTL s, TTL refresh interval ms, max bytes), then per room a fresh
+/// epoch (used if it has none), its entry count and that many (event, envelope) pairs.
+/// Returns each room's epoch and first new seq. One call per batch, whatever the number of
+/// rooms; per room, on the common path, four commands (HMGET, XADD per entry, XLEN, HSET).
+///
+/// The hash also keeps `o`, the time (ms) of the stream's oldest entry, so the age bound
+/// needs no read unless it is due, and `t`, when the keys' TTL was last refreshed: it is
+/// refreshed (to 1.25 × the idle TTL) once a quarter of it has passed, so keys live at
+/// least the idle TTL after the last append without an EXPIRE per append.
 const APPEND: &str = r"
-local epoch = redis.call('HGET', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[6]
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0, 'b', 0)
-end
-local seq = redis.call('HINCRBY', KEYS[2], 'n', 1)
-redis.call('XADD', KEYS[1], '*', 'n', seq, 'e', ARGV[1], 'v', ARGV[2])
-local bytes = redis.call('HINCRBY', KEYS[2], 'b', #ARGV[1] + #ARGV[2])
-local len = redis.call('XLEN', KEYS[1])
+local max_events, max_age, ttl, refresh_ms, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
-local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
--- Oldest first, one by one, so the byte count stays exact: count, bytes, age.
-while len > 0 do
-  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-  local first_ms = tonumber(string.match(first[1], '^(%d+)'))
-  if len <= tonumber(ARGV[3]) and bytes <= tonumber(ARGV[7]) and first_ms >= min_ms then break end
-  redis.call('XDEL', KEYS[1], first[1])
-  bytes = redis.call('HINCRBY', KEYS[2], 'b', -(#first[2][4] + #first[2][6]))
-  len = len - 1
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local min_ms = now_ms - max_age
+local out = {}
+local a = 6
+for k = 1, #KEYS, 2 do
+  local s, m = KEYS[k], KEYS[k + 1]
+  local meta = redis.call('HMGET', m, 'e', 'n', 'b', 'o', 't')
+  local epoch, seq, bytes = meta[1], tonumber(meta[2]), tonumber(meta[3])
+  local oldest, refreshed = tonumber(meta[4]) or 0, tonumber(meta[5]) or 0
+  if not epoch or not seq or not bytes then
+    epoch, seq, bytes, oldest, refreshed = ARGV[a], 0, 0, now_ms, 0
+    redis.call('DEL', s)
+  end
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
+  local first = seq + 1
+  for i = 0, n - 1 do
+    local ev, v = ARGV[a], ARGV[a + 1]
+    redis.call('XADD', s, '*', 'n', first + i, 'e', ev, 'v', v)
+    bytes = bytes + #ev + #v
+    a = a + 2
+  end
+  seq = seq + n
+  local len = redis.call('XLEN', s)
+  -- Oldest first, so the byte count stays exact: by count, bytes, age; then one XTRIM.
+  if len > max_events or bytes > max_bytes or oldest < min_ms then
+    local drop, from, kept = 0, '-', nil
+    while not kept do
+      local chunk = redis.call('XRANGE', s, from, '+', 'COUNT', math.max(len - drop - max_events, 0) + 16)
+      if #chunk == 0 then break end
+      for _, e in ipairs(chunk) do
+        local ms = tonumber(string.match(e[1], '^(%d+)'))
+        if len - drop <= max_events and bytes <= max_bytes and ms >= min_ms then kept = ms break end
+        bytes = bytes - #e[2][4] - #e[2][6]
+        drop = drop + 1
+      end
+      from = '(' .. chunk[#chunk][1]
+    end
+    if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
+    oldest = kept or now_ms
+  end
+  redis.call('HSET', m, 'e', epoch, 'n', seq, 'b', bytes, 'o', oldest, 't', refreshed)
+  if now_ms - refreshed >= refresh_ms then
+    redis.call('EXPIRE', s, ttl)
+    redis.call('EXPIRE', m, ttl)
+    redis.call('HSET', m, 't', now_ms)
+  end
+  table.insert(out, epoch)
+  table.insert(out, first)
 end
-for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-return {epoch, seq}
+return out
 ";
 
 const HEAD: &str = r"
@@ -146,8 +190,17 @@ impl RedisHistory {
         [format!("{base}:s"), format!("{base}:m")]
     }
 
+    /// How long a room's keys must live after its last use (its epoch and counter then
+    /// answer "complete" to a client that saw everything).
     fn idle_ttl_secs(&self) -> u64 {
         MemoryHistory::IDLE_ROOM_TTL.max(self.limits.max_age).as_secs()
+    }
+
+    /// The TTL set on a room's keys: 1.25 × the idle TTL, refreshed by appends once a quarter
+    /// of it has passed, so it never runs out sooner than the idle TTL after the last use.
+    fn key_ttl_secs(&self) -> u64 {
+        let idle = self.idle_ttl_secs();
+        idle + idle / 4 + 1
     }
 }
 
@@ -157,32 +210,60 @@ fn fresh_epoch() -> String {
 
 #[async_trait::async_trait]
 impl History for RedisHistory {
-    async fn append(&self, room: &str, event: &str, mut envelope: Envelope) -> Result<Arc<Entry>, HistoryError> {
-        let json = serde_json::to_string(&envelope).map_err(|e| HistoryError(e.to_string()))?;
-        let [s, m] = self.keys(room);
-        let (epoch, seq): (String, u64) = self
-            .append
-            .key(s)
-            .key(m)
-            .arg(event)
-            .arg(json)
-            .arg(self.limits.max_events)
+    async fn append_all(&self, entries: Vec<NewEntry>) -> Result<Vec<Arc<Entry>>, HistoryError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Rooms in order of first appearance, each with its entries in order.
+        let mut rooms: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            let slot = *index.entry(e.room.as_str()).or_insert_with(|| {
+                rooms.push((e.room.as_str(), Vec::new()));
+                rooms.len() - 1
+            });
+            rooms[slot].1.push(i);
+        }
+        let mut call = self.append.prepare_invoke();
+        call.arg(self.limits.max_events)
             .arg(self.limits.max_age.as_millis() as u64)
-            .arg(self.idle_ttl_secs())
-            .arg(fresh_epoch())
-            .arg(self.limits.max_room_bytes)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        envelope.position = Some(Position {
-            room: room.to_owned(),
-            epoch,
-            seq,
-        });
-        Ok(Arc::new(Entry {
-            event: event.to_owned(),
-            envelope,
-        }))
+            .arg(self.key_ttl_secs())
+            .arg(self.idle_ttl_secs() * 1000 / 4)
+            .arg(self.limits.max_room_bytes);
+        for (room, members) in &rooms {
+            let [s, m] = self.keys(room);
+            call.key(s).key(m).arg(fresh_epoch()).arg(members.len());
+            for &i in members {
+                let json = serde_json::to_string(&entries[i].envelope).map_err(|e| HistoryError(e.to_string()))?;
+                call.arg(entries[i].event.as_str()).arg(json);
+            }
+        }
+        let reply: Vec<(String, u64)> = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        if reply.len() != rooms.len() {
+            return Err(HistoryError(format!(
+                "history append answered {} rooms of {}",
+                reply.len(),
+                rooms.len()
+            )));
+        }
+        let mut positions: Vec<Option<Position>> = vec![None; entries.len()];
+        for ((room, members), (epoch, first)) in rooms.iter().zip(reply) {
+            for (k, &i) in members.iter().enumerate() {
+                positions[i] = Some(Position {
+                    room: (*room).to_owned(),
+                    epoch: epoch.clone(),
+                    seq: first + k as u64,
+                });
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .zip(positions)
+            .map(|(NewEntry { event, mut envelope, .. }, position)| {
+                envelope.position = position;
+                Arc::new(Entry { event, envelope })
+            })
+            .collect())
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
@@ -192,7 +273,7 @@ impl History for RedisHistory {
             .key(s)
             .key(m)
             .arg(fresh_epoch())
-            .arg(self.idle_ttl_secs())
+            .arg(self.key_ttl_secs())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

@@ -5,9 +5,13 @@
 //! socket module, so delivery, HTTP and the app hold one `Arc<dyn Hub>`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use async_trait::async_trait;
+use futures_util::future::maybe_done;
 use socketioxide::adapter::Adapter;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::{AdapterError, BroadcastError, SocketError, SocketIo};
@@ -15,7 +19,7 @@ use socketioxide::{AdapterError, BroadcastError, SocketError, SocketIo};
 use super::protocol::SYNC_POSITION;
 use super::slow;
 use crate::events::{Envelope, Position};
-use crate::history::History;
+use crate::history::{Entry, History};
 use crate::routing::USER_ROOM_PREFIX;
 use crate::stats::Stats;
 
@@ -46,6 +50,31 @@ pub trait Hub: Send + Sync + 'static {
     /// this node missed it (they are then dealt with as slow consumers); an error means it
     /// reached nobody (the adapter could not publish it) or could not be encoded.
     async fn emit(&self, room: &str, event: &str, envelope: &Envelope) -> Result<usize, BroadcastError>;
+
+    /// Emits each entry to its room, in order; one result per entry, as [`Hub::emit`].
+    /// Every emit is started before the first is awaited — with Redis each one queues its
+    /// publish on its first poll, so the batch costs one round trip — and they are then
+    /// completed one after the other, so this node's sockets also receive them in order.
+    async fn emit_all(&self, batch: &[(&str, &Entry)]) -> Vec<Result<usize, BroadcastError>> {
+        let mut emits: Vec<_> = batch
+            .iter()
+            .map(|(room, entry)| maybe_done(self.emit(room, &entry.event, &entry.envelope)))
+            .collect();
+        std::future::poll_fn(|cx| {
+            for emit in &mut emits {
+                let _ = Pin::new(emit).poll(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let mut results = Vec::with_capacity(emits.len());
+        for mut emit in emits {
+            (&mut emit).await;
+            // Awaited just above, so the output is there.
+            results.push(Pin::new(&mut emit).take_output().unwrap_or(Ok(0)));
+        }
+        results
+    }
 
     /// Sends `position` as `sync:position` to every socket of its room, on every node.
     async fn announce(&self, position: &Position) -> Result<(), BroadcastError>;

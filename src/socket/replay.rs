@@ -89,8 +89,10 @@ pub(crate) async fn resume<'g, A: Adapter>(
         }
     }
 
-    let guard = gate.joining().await;
-    // Under the gate this node emits nothing new: send what arrived meanwhile, then join.
+    // `join` includes every room replayed.
+    let guard = gate.joining(join.iter().map(String::as_str)).await;
+    // Under the gate this node emits nothing new to these rooms: send what arrived
+    // meanwhile, then join.
     let gated = Instant::now() + GATED_WAIT;
     let mut positions = BTreeMap::new();
     for (room, cursor, sent) in caught_up {
@@ -169,7 +171,7 @@ pub(crate) async fn join_at_head<A: Adapter>(
     gate: &Gate,
     room: &str,
 ) -> (Option<Cursor>, Vec<Position>) {
-    let _joining = gate.joining().await;
+    let _joining = gate.joining([room]).await;
     let mut positions = BTreeMap::new();
     let unsettled = join_rooms(s, history, &[room.to_owned()], &mut positions).await;
     (positions.remove(room), unsettled)
