@@ -34,6 +34,14 @@ command -v cmake >/dev/null || { step "installing CMake"; apt-get update -qq && 
 # The security suite makes its certificates with the openssl CLI.
 command -v openssl >/dev/null || { step "installing openssl"; apt-get update -qq && apt-get install -y -qq openssl; }
 # The Redis restart test starts throwaway redis-server processes of its own.
+# The deployment checks: Debian's nginx (`nginx -t`, and the load balancer of the drain
+# test) and the Compose Specification's schema from the Go module proxy (compose-go, the
+# loader docker compose uses; pinned, cached in Go's module cache).
+command -v nginx >/dev/null || { step "installing nginx"; apt-get update -qq && apt-get install -y -qq nginx; }
+COMPOSE_GO=github.com/compose-spec/compose-go/v2@v2.16.2
+COMPOSE_SPEC_SCHEMA="$(go mod download -json "$COMPOSE_GO" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/schema/compose-spec.json"
+test -f "$COMPOSE_SPEC_SCHEMA" || { echo "could not fetch $COMPOSE_GO" >&2; exit 1; }
+export COMPOSE_SPEC_SCHEMA
 command -v redis-server >/dev/null || { step "installing Redis"; apt-get update -qq && apt-get install -y -qq redis-server; }
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG); then
   # The project machines run Redis on 127.0.0.1:6379; start one where none answers.

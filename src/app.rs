@@ -71,7 +71,12 @@ impl App {
         let gate = Arc::new(Gate::default());
 
         let limiter = socket::Limiter::new(config.limits);
-        let (attach_sockets, hub, redis) = socket_server(&config, &limiter, &verifier, &stats, &history, &gate, redis)?;
+        let admission = socket::Admission {
+            limiter: limiter.clone(),
+            stats: stats.clone(),
+            health: health.clone(),
+        };
+        let (attach_sockets, hub, redis) = socket_server(&config, admission, &verifier, &stats, &history, &gate, redis)?;
 
         let rules = RoutingRules {
             low_stock_threshold: config.low_stock_threshold,
@@ -227,6 +232,7 @@ impl App {
         shutdown.cancelled().await;
         drain::drain(drain::Drain {
             grace: config.shutdown_grace,
+            delay: config.shutdown_delay,
             health: &health,
             consumer_stop: &consumer_stop,
             consumer,
@@ -254,7 +260,7 @@ impl App {
 /// are subscribed (see [`Links::run`]); alone, it is registered here.
 fn socket_server(
     config: &Config,
-    limiter: &Arc<socket::Limiter>,
+    admission: socket::Admission,
     verifier: &Arc<Verifier>,
     stats: &Arc<Stats>,
     history: &Arc<dyn History>,
@@ -272,12 +278,11 @@ fn socket_server(
         .ws_read_buffer_size(1024)
         // Sessions that never send a Socket.IO connect are closed this soon (default 45 s).
         .connect_timeout(config.limits.connect_timeout)
-        .with_state(limiter.clone())
+        .with_state(admission.limiter.clone())
         .with_state(verifier.clone())
         .with_state(stats.clone())
         .with_state(history.clone())
         .with_state(gate.clone());
-    let admission = (limiter.clone(), stats.clone());
     Ok(match redis.zip(config.redis_url.as_deref()) {
         Some((history, url)) => {
             let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;
@@ -450,7 +455,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     app.run(shutdown).await
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT. Handling SIGTERM matters as PID 1 in a container, where a
+/// signal without a handler is ignored (the container would be killed after its grace).
+pub async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

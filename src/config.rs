@@ -249,6 +249,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long shutdown may take before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// How long a draining node keeps serving its sockets (refusing new handshakes) before
+    /// closing them, so load balancers see it not ready first.
+    pub shutdown_delay: Duration,
     /// Demo events per second published to the embedded broker (0 = none).
     pub dev_demo_rate: u32,
     /// Bounds of each room's replay history.
@@ -292,6 +295,7 @@ impl Config {
         let (log_level, log_format) = logging(get, prod)?;
         let (jwt_key, jwt_audience, jwt_issuer) = jwt(get, prod)?;
         let (redis_url, redis_prefix) = redis(get)?;
+        let (shutdown_grace, shutdown_delay) = shutdown(get)?;
         Ok(Config {
             app_env,
             bind: SocketAddr::new(host, port),
@@ -303,7 +307,8 @@ impl Config {
             low_stock_threshold: parse_range(get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
             log_level,
             log_format,
-            shutdown_grace: Duration::from_secs(parse_range(get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?),
+            shutdown_grace,
+            shutdown_delay,
             dev_demo_rate: parse_range(get, "DEV_DEMO_RATE", 1, 0..=10_000)?,
             history: history(get)?,
             limits: client_limits(get)?,
@@ -314,6 +319,19 @@ impl Config {
             metrics_port: metrics_port(get, port)?,
         })
     }
+}
+
+/// The grace period and, within it, the delay before a draining node closes its sockets.
+fn shutdown(get: Lookup<'_>) -> Result<(Duration, Duration), ConfigError> {
+    let grace: u64 = parse_range(get, "SHUTDOWN_GRACE_SECS", 20, 1..=600)?;
+    let delay: u64 = parse_range(get, "SHUTDOWN_DELAY_SECS", 0, 0..=600)?;
+    if delay >= grace {
+        return Err(invalid(
+            "SHUTDOWN_DELAY_SECS",
+            format!("must be shorter than SHUTDOWN_GRACE_SECS ({grace}): the drain needs time after it"),
+        ));
+    }
+    Ok((Duration::from_secs(grace), Duration::from_secs(delay)))
 }
 
 /// How a section reads variables (empty values already count as unset).
@@ -999,5 +1017,13 @@ mod tests {
     fn secrets_are_not_printed() {
         let c = load(&[("JWT_SECRET", SECRET)]).unwrap();
         assert!(!format!("{c:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn the_shutdown_delay_must_leave_time_for_the_drain() {
+        let c = load(&[("SHUTDOWN_DELAY_SECS", "5")]).unwrap();
+        assert_eq!((c.shutdown_delay, c.shutdown_grace), (Duration::from_secs(5), Duration::from_secs(20)));
+        let err = load(&[("SHUTDOWN_DELAY_SECS", "20")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "SHUTDOWN_DELAY_SECS", .. }), "{err}");
     }
 }

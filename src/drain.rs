@@ -1,5 +1,7 @@
 //! The graceful drain, in order, each step logged and the whole bounded by the grace
-//! period: readiness false → the consumer stops after the record in flight and commits →
+//! period: readiness false and new handshakes refused (503, "try another node") → the
+//! optional delay (`SHUTDOWN_DELAY_SECS`: load balancers see "not ready" while this node
+//! still serves its sockets) → the consumer stops after the batch in flight and commits →
 //! socket transports closed (clients reconnect elsewhere and resume) → HTTP closed.
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::socket::hub::Hub;
 /// What the drain stops, in order.
 pub(crate) struct Drain<'a> {
     pub(crate) grace: Duration,
+    pub(crate) delay: Duration,
     pub(crate) health: &'a Arc<Health>,
     pub(crate) consumer_stop: &'a CancellationToken,
     pub(crate) consumer: JoinHandle<()>,
@@ -27,6 +30,10 @@ pub(crate) async fn drain(d: Drain<'_>) {
     let deadline = tokio::time::Instant::now() + d.grace;
     tracing::info!(grace = ?d.grace, "shutdown: readiness is now false");
     d.health.start_draining();
+    if !d.delay.is_zero() {
+        tracing::info!(delay = ?d.delay, "shutdown: new handshakes refused; serving open sockets a little longer");
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + d.delay)).await;
+    }
 
     tracing::info!("shutdown: stopping the consumer after the record in flight");
     d.consumer_stop.cancel();

@@ -177,6 +177,11 @@ impl Health {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether shutdown began.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Whether the node should receive traffic.
     pub(crate) fn is_ready(&self) -> bool {
         self.kafka_joined.load(Ordering::Acquire)

@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             let stop = CancellationToken::new();
             let trigger = stop.clone();
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                app::wait_for_signal().await;
                 trigger.cancel();
             });
             // The same security settings as the service (KAFKA_SECURITY_PROTOCOL, …).

@@ -1,7 +1,6 @@
 //! The one HTTP router: the REST API and probes ([`crate::http`]), the Socket.IO layer with
 //! its admission and head-copying middlewares, and CORS around all of it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +11,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::CorsOrigins;
 use crate::socket;
-use crate::stats::Stats;
 
 /// Every route of the public port: `api` (the HTTP side) with the Socket.IO layer put on by
 /// `sockets`, and CORS for the configured origins.
@@ -25,10 +23,7 @@ pub(crate) type AttachSockets = Box<dyn FnOnce(Router) -> Router + Send>;
 
 /// The Socket.IO layer, behind its middlewares: `admit` first (a new Engine.IO session
 /// is refused before it costs anything), then `detach_head` (see `socket::head`).
-pub(crate) fn attach<A: socketioxide::adapter::Adapter>(
-    layer: SocketIoLayer<A>,
-    admission: (Arc<socket::Limiter>, Arc<Stats>),
-) -> AttachSockets {
+pub(crate) fn attach<A: socketioxide::adapter::Adapter>(layer: SocketIoLayer<A>, admission: socket::Admission) -> AttachSockets {
     Box::new(move |router: Router| {
         router
             .layer(layer)

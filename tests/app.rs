@@ -94,3 +94,28 @@ async fn engine_sessions_without_a_connect_are_bounded_per_address_and_in_all() 
     assert_eq!(open_session(&app).await.0, 429, "node-wide bound");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_draining_node_refuses_new_handshakes_with_503_while_still_alive() {
+    let app = spawn_app(&[("SHUTDOWN_DELAY_SECS", "3")]).await;
+    eventually("readiness", || async { app.status("/health/ready").await == 200 }).await;
+    let token = realtime_bridge::auth::mint_hs256(SECRET, "u-drain", false, Duration::from_secs(600));
+    let open = socketio_connect(&app, &format!(r#"{{"token":"{token}"}}"#)).await;
+    assert!(open.starts_with("40"), "{open}");
+
+    app.shutdown.cancel();
+    eventually("readiness off", || async { app.status("/health/ready").await == 503 }).await;
+    let refused = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    assert_eq!(refused.status(), 503, "a new Engine.IO session while draining");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("another node"), "{body}");
+    let websocket = app.http.get(app.url("/socket.io/?EIO=4&transport=websocket")).send().await.unwrap();
+    assert_eq!(websocket.status(), 503, "either transport");
+    assert_eq!(app.status("/health/live").await, 200, "still alive while draining");
+    tokio::time::timeout(Duration::from_secs(30), app.task)
+        .await
+        .expect("drain within grace")
+        .unwrap()
+        .unwrap();
+}

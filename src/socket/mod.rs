@@ -25,7 +25,7 @@ mod replay;
 mod session;
 pub mod slow;
 
-pub use admission::admit;
+pub use admission::{Admission, admit};
 pub use head::detach_head;
 pub use limits::Limiter;
 
