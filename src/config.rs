@@ -1022,8 +1022,20 @@ mod tests {
     #[test]
     fn the_shutdown_delay_must_leave_time_for_the_drain() {
         let c = load(&[("SHUTDOWN_DELAY_SECS", "5")]).unwrap();
-        assert_eq!((c.shutdown_delay, c.shutdown_grace), (Duration::from_secs(5), Duration::from_secs(20)));
+        assert_eq!(
+            (c.shutdown_delay, c.shutdown_grace),
+            (Duration::from_secs(5), Duration::from_secs(20))
+        );
         let err = load(&[("SHUTDOWN_DELAY_SECS", "20")]).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { var: "SHUTDOWN_DELAY_SECS", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "SHUTDOWN_DELAY_SECS",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
