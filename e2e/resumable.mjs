@@ -21,8 +21,8 @@ export function resumable(url, token, options = {}) {
   socket.on("session:closing", (m) => { if (m.reconnect) socket.once("disconnect", () => socket.connect()); });
   socket.on("connection:success", (hello) => Object.entries(hello.positions).forEach(([r, p]) => keep(r, p)));
   // subscribe:* / unsubscribe:* through this, so joined rooms are resumed and left ones not.
-  const request = async (event) => {
-    const reply = await socket.emitWithAck(event);
+  const request = async (event, ...args) => {
+    const reply = await socket.emitWithAck(event, ...args);
     Object.entries(reply.positions ?? {}).forEach(([r, p]) => keep(r, p));
     Object.keys(positions).filter((r) => !reply.rooms.includes(r)).forEach((r) => delete positions[r]);
     return reply;

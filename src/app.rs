@@ -102,6 +102,7 @@ impl App {
             hub: hub.clone(),
             rules,
             group_id: config.kafka.group_id.as_str().into(),
+            history: history.clone(),
         };
         crate::metrics::handle();
         let api = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none());

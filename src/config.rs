@@ -97,6 +97,8 @@ pub struct ClientLimits {
     pub connect_timeout: Duration,
     /// Envelopes replayed on reconnect per client address per minute (burst of the same size).
     pub replay_per_minute_per_ip: u32,
+    /// Product rooms (`subscribe:products`) one socket may be in.
+    pub max_product_subscriptions: usize,
 }
 
 /// Service API keys accepted in `X-API-Key` by the REST API; never printed.
@@ -333,6 +335,10 @@ fn shutdown(get: Lookup<'_>) -> Result<(Duration, Duration), ConfigError> {
     }
     Ok((Duration::from_secs(grace), Duration::from_secs(delay)))
 }
+
+/// The most product rooms a socket may ever be configured to hold (bounds the handshake's
+/// positions too).
+pub const MAX_PRODUCT_SUBSCRIPTIONS_CAP: usize = 200;
 
 /// How a section reads variables (empty values already count as unset).
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -615,6 +621,8 @@ fn history(get: Lookup<'_>) -> Result<HistoryLimits, ConfigError> {
         max_age: Duration::from_secs(parse_range(get, "HISTORY_MAX_AGE_SECS", 600, 1..=86_400)?),
         max_room_bytes: parse_range(get, "HISTORY_MAX_ROOM_BYTES", 4 << 20, 1_024..=1 << 30)?,
         max_bytes: parse_range(get, "HISTORY_MAX_BYTES", 256 << 20, 1_024..=64 << 30)?,
+        max_states: parse_range(get, "PRODUCT_STATE_MAX", 100_000, 1..=100_000_000)?,
+        max_state_bytes: parse_range(get, "PRODUCT_STATE_MAX_BYTES", 64 << 20, 1_024..=64 << 30)?,
     })
 }
 
@@ -634,6 +642,7 @@ fn client_limits(get: Lookup<'_>) -> Result<ClientLimits, ConfigError> {
         max_pending_sessions: parse_range(get, "MAX_PENDING_SESSIONS", 2_000, 1..=1_000_000)?,
         connect_timeout: Duration::from_secs(parse_range(get, "CONNECT_TIMEOUT_SECS", 10, 1..=60)?),
         replay_per_minute_per_ip: parse_range(get, "REPLAY_PER_MINUTE_PER_IP", 10_000, 1..=100_000_000)?,
+        max_product_subscriptions: parse_range(get, "MAX_PRODUCT_SUBSCRIPTIONS", 50, 1..=MAX_PRODUCT_SUBSCRIPTIONS_CAP)?,
     })
 }
 

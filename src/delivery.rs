@@ -195,6 +195,8 @@ impl Delivery {
                 room: r.room.clone(),
                 event: r.event.clone(),
                 envelope: r.envelope.clone(),
+                // Stored with the entry, in the same step: see `History::snapshot`.
+                state: crate::routing::product_state(r),
             })
             .collect();
         let (stored, firsts) = {
@@ -568,6 +570,7 @@ mod tests {
         let expected = |seq| {
             vec![
                 ("inventory:updates".to_owned(), "inventory:updated".to_owned(), seq),
+                ("product:p-1".to_owned(), "inventory:updated".to_owned(), seq),
                 ("admin:dashboard".to_owned(), "admin:inventory:out-of-stock".to_owned(), seq),
             ]
         };

@@ -21,6 +21,7 @@
 //! | `realtime_rest_broadcasts_total` | counter | `kind` |
 //! | `realtime_limit_refusals_total` | counter | `limit` |
 //! | `realtime_slow_disconnects_total` | counter | |
+//! | `realtime_product_states_evicted_total` | counter | |
 //! | `realtime_task_failures_total` | counter | `task` |
 //! | `realtime_record_panics_total` | counter | |
 //! | `realtime_http_requests_total` | counter | `method`, `route`, `status` |
@@ -103,6 +104,10 @@ fn describe() {
     describe_counter!(
         "realtime_limit_refusals_total",
         "Handshakes or client events refused by a limit, by limit."
+    );
+    describe_counter!(
+        "realtime_product_states_evicted_total",
+        "Latest product states dropped by the state store's bounds (least recently updated first)."
     );
     describe_counter!(
         "realtime_slow_disconnects_total",
@@ -193,6 +198,13 @@ pub(crate) fn replays(recovered: bool) {
 
 pub(crate) fn limit_refusals(limit: &'static str) {
     counter!("realtime_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+/// Latest product states dropped by the state store's bounds.
+pub(crate) fn states_evicted(n: u64) {
+    if n > 0 {
+        counter!("realtime_product_states_evicted_total").increment(n);
+    }
 }
 
 pub(crate) fn slow_disconnects() {

@@ -9,6 +9,12 @@
 //! | `inventory.updated` (stock crosses down to 0) | `admin:inventory:out-of-stock` | `admin:dashboard` |
 //! | `product.<created/updated>` | `product:<action>` | `inventory:updates` |
 //! | `product.<created/updated>` | `admin:product:<action>` | `admin:dashboard` |
+//! | `inventory.updated` | `inventory:updated` | `product:<productId>` |
+//! | `product.<created/updated>` | `product:<action>` | `product:<productId>` |
+//!
+//! A product room exists only for a valid product id ([`valid_product_id`]); a record with
+//! another id still reaches `inventory:updates` and the dashboard. Routes to a product room
+//! carry the product's new state ([`product_state`]), which the history stores with them.
 //!
 //! Pure and synchronous, so the whole table is unit-tested below.
 
@@ -21,6 +27,57 @@ pub(crate) const INVENTORY_ROOM: &str = "inventory:updates";
 
 /// What every user's private room name starts with.
 pub(crate) const USER_ROOM_PREFIX: &str = "user:";
+
+/// What every product's room name starts with.
+pub(crate) const PRODUCT_ROOM_PREFIX: &str = "product:";
+
+/// Longest product id with a room of its own.
+pub const MAX_PRODUCT_ID_LEN: usize = 64;
+
+/// Whether `id` may name a product room (and be subscribed to): 1 to 64 ASCII letters,
+/// digits, `-`, `_`, `.` or `:`.
+pub fn valid_product_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_PRODUCT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The room of one product's watchers.
+pub(crate) fn product_room(product_id: &str) -> String {
+    format!("{PRODUCT_ROOM_PREFIX}{product_id}")
+}
+
+/// The product state a route to a product room carries: the fields of its event that
+/// describe the product now (`stock`, `previousStock`, `name`, `sku`, `price`, `updatedAt`
+/// — the record's own time when it has none), to be merged over what was known. `None`
+/// for routes to other rooms.
+pub(crate) fn product_state(route: &Route) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if !route.room.starts_with(PRODUCT_ROOM_PREFIX) {
+        return None;
+    }
+    let data = route.envelope.data.as_object()?;
+    let mut state = serde_json::Map::new();
+    for (from, to) in [
+        ("productId", "productId"),
+        ("stock", "stock"),
+        ("previousStock", "previousStock"),
+        ("productName", "name"),
+        ("name", "name"),
+        ("sku", "sku"),
+        ("price", "price"),
+        ("updatedAt", "updatedAt"),
+    ] {
+        if let Some(value) = data.get(from).filter(|v| !v.is_null()) {
+            state.insert(to.to_owned(), value.clone());
+        }
+    }
+    state
+        .entry("updatedAt")
+        .or_insert_with(|| serde_json::Value::String(route.envelope.occurred_at.clone()));
+    Some(state)
+}
 
 /// The private room of one user's sockets.
 pub(crate) fn user_room(user_id: &str) -> String {
@@ -90,6 +147,17 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
                     Some(Priority::Low),
                 ),
             )];
+            if valid_product_id(&inv.product_id) {
+                routes.push(to(
+                    &product_room(&inv.product_id),
+                    "inventory:updated".to_owned(),
+                    envelope(
+                        event.event_type(),
+                        Some(format!("{name}: {} in stock", inv.stock)),
+                        Some(Priority::Low),
+                    ),
+                ));
+            }
             if let Some(alert) = stock_alert(inv, rules.low_stock_threshold) {
                 let (kind, message, priority) = match alert {
                     StockAlert::OutOfStock => ("out-of-stock", format!("{name} is out of stock"), Priority::High),
@@ -107,7 +175,7 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
             let action = action.as_str();
             let name = product.name.as_deref().unwrap_or(&product.product_id);
             let message = Some(format!("Product {name} {action}"));
-            vec![
+            let mut routes = vec![
                 to(
                     INVENTORY_ROOM,
                     format!("product:{action}"),
@@ -116,9 +184,17 @@ pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> 
                 to(
                     ADMIN_ROOM,
                     format!("admin:product:{action}"),
-                    envelope(event.event_type(), message, Some(Priority::Low)),
+                    envelope(event.event_type(), message.clone(), Some(Priority::Low)),
                 ),
-            ]
+            ];
+            if valid_product_id(&product.product_id) {
+                routes.push(to(
+                    &product_room(&product.product_id),
+                    format!("product:{action}"),
+                    envelope(event.event_type(), message, Some(Priority::Low)),
+                ));
+            }
+            routes
         }
     }
 }
@@ -262,14 +338,16 @@ mod tests {
                 ]
             );
         }
+        let product = t("product:p", "inventory:updated", "inventory.updated");
         assert_eq!(
             routes("inventory.updated", json!({"productId": "p", "stock": 50})),
-            vec![t("inventory:updates", "inventory:updated", "inventory.updated")]
+            vec![t("inventory:updates", "inventory:updated", "inventory.updated"), product.clone()]
         );
         assert_eq!(
             routes("inventory.updated", json!({"productId": "p", "stock": 5, "previousStock": 6})),
             vec![
                 t("inventory:updates", "inventory:updated", "inventory.updated"),
+                product.clone(),
                 t("admin:dashboard", "admin:inventory:low-stock", "inventory.low-stock")
             ]
         );
@@ -277,6 +355,7 @@ mod tests {
             routes("inventory.updated", json!({"productId": "p", "stock": 0, "previousStock": 2})),
             vec![
                 t("inventory:updates", "inventory:updated", "inventory.updated"),
+                product,
                 t("admin:dashboard", "admin:inventory:out-of-stock", "inventory.out-of-stock")
             ]
         );
@@ -286,9 +365,36 @@ mod tests {
                 vec![
                     t("inventory:updates", &format!("product:{action}"), &format!("product.{action}")),
                     t("admin:dashboard", &format!("admin:product:{action}"), &format!("product.{action}")),
+                    t("product:p", &format!("product:{action}"), &format!("product.{action}")),
                 ]
             );
         }
+        // An id that cannot name a room still reaches the firehose and the dashboard.
+        let long = "p".repeat(MAX_PRODUCT_ID_LEN + 1);
+        for id in [long.as_str(), "p 1", "p/1", "ü"] {
+            let rooms: Vec<String> = routes("inventory.updated", json!({"productId": id, "stock": 1, "previousStock": 9}))
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
+            assert_eq!(rooms, ["inventory:updates", "admin:dashboard"], "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_product_route_carries_the_products_state() {
+        let source = Source::kafka("inventory.updated", 0, 7, Some(1_795_359_845_123));
+        let inv = Event::parse(
+            "inventory.updated",
+            Some(br#"{"productId":"p-1","stock":3,"previousStock":9,"productName":"Mug","sku":"MUG"}"#),
+        )
+        .unwrap();
+        let routes = route(&inv, &source, RoutingRules { low_stock_threshold: 5 });
+        assert_eq!(routes.iter().filter_map(product_state).count(), 1, "only the product room's route");
+        let state = routes.iter().find_map(product_state).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(state),
+            json!({"productId": "p-1", "stock": 3, "previousStock": 9, "name": "Mug", "sku": "MUG", "updatedAt": source.occurred_at})
+        );
     }
 
     #[test]

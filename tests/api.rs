@@ -237,7 +237,10 @@ async fn stats_and_metrics_report_what_happened() {
     assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(stats["connections"], 0);
     assert_eq!(stats["totals"]["restBroadcasts"], 1);
-    assert_eq!(stats["events"]["inventory:updated"]["routed"], 1);
+    assert_eq!(
+        stats["events"]["inventory:updated"]["routed"], 2,
+        "to inventory:updates and product:p-9"
+    );
     assert_eq!(
         stats["events"]["admin:inventory:out-of-stock"]["routed"], 1,
         "REST inventory updates raise alerts too"
@@ -310,5 +313,58 @@ async fn a_broadcast_the_history_cannot_store_gets_a_fixed_503_without_internals
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stats["connections"], 0);
     assert_eq!(stats["cluster"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_products_latest_state_is_readable_by_any_signed_in_user_and_404_until_known() {
+    let app = app(&[]).await;
+    let get = |auth: Option<(&'static str, String)>, id: &'static str| {
+        let mut req = app.http.get(app.url(&format!("/realtime/products/{id}")));
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let buyer = Some((
+        "authorization",
+        format!("Bearer {}", mint_hs256(SECRET, "shopper", false, Duration::from_secs(600))),
+    ));
+    assert_eq!(get(None, "p-9").await.0, 401);
+    let (status, body) = get(buyer.clone(), "p-9").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get(buyer.clone(), "p%209").await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("productId")), "{body}");
+
+    let sent = app
+        .broadcast(
+            "/realtime/broadcast/inventory",
+            json!({"productId": "p-9", "stock": 7, "sku": "MUG"}),
+        )
+        .await;
+    assert_eq!(sent.0, 200, "{}", sent.1);
+    app.broadcast(
+        "/realtime/broadcast/inventory",
+        json!({"productId": "p-9", "stock": 6, "previousStock": 7}),
+    )
+    .await;
+    let (status, body) = get(buyer, "p-9").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["productId"], "p-9");
+    assert_eq!(
+        (body["state"]["stock"].as_i64(), body["state"]["previousStock"].as_i64()),
+        (Some(6), Some(7))
+    );
+    assert_eq!(body["state"]["sku"], "MUG", "merged with what the earlier update said");
+    assert_eq!(
+        (body["position"]["room"].as_str(), body["position"]["seq"].as_u64()),
+        (Some("product:p-9"), Some(2))
+    );
+    let (status, _) = get(Some(("x-api-key", API_KEY.to_owned())), "p-9").await;
+    assert_eq!(status, 200, "an API key works too");
     app.stop().await;
 }

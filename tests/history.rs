@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime_bridge::events::Envelope;
-use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay};
+use realtime_bridge::history::{Cursor, History, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay, State};
 use realtime_bridge::redis::history::RedisHistory;
 
 fn redis_url() -> String {
@@ -91,6 +91,7 @@ async fn a_batch_over_many_rooms_is_numbered_per_room_in_order_and_bounded() {
                 room: id[..1].to_owned(),
                 event: format!("ev-{id}"),
                 envelope: envelope(id),
+                state: None,
             })
             .collect();
         let stored = h.append_all(batch).await.unwrap();
@@ -125,6 +126,63 @@ async fn a_batch_over_many_rooms_is_numbered_per_room_in_order_and_bounded() {
         let a_at_1 = Cursor { seq: 1, ..a_at_2 };
         assert_eq!(h.since("a", &a_at_1).await.unwrap(), Replay::Lost(LostReason::Trimmed), "{store}");
         assert!(h.append_all(Vec::new()).await.unwrap().is_empty(), "{store}");
+    }
+}
+
+fn state(v: serde_json::Value) -> Option<State> {
+    Some(v.as_object().unwrap().clone())
+}
+
+fn with_state(room: &str, id: &str, patch: serde_json::Value) -> NewEntry {
+    NewEntry {
+        room: room.to_owned(),
+        event: "inventory:updated".to_owned(),
+        envelope: envelope(id),
+        state: state(patch),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_is_the_state_of_exactly_the_entries_up_to_its_head() {
+    let limits = HistoryLimits {
+        max_states: 2,
+        ..HistoryLimits::count_and_age(100, Duration::from_secs(600))
+    };
+    for (store, h) in stores(limits) {
+        let room = |p: &str| format!("product:{p}");
+        let empty = h.snapshot(&room("a")).await.unwrap();
+        assert_eq!((empty.head.seq, empty.state), (0, None), "{store}: nothing known yet");
+        h.append_all(vec![
+            with_state(&room("a"), "1", serde_json::json!({"stock": 5, "name": "Mug"})),
+            with_state(&room("a"), "2", serde_json::json!({"stock": 4, "previousStock": 5})),
+        ])
+        .await
+        .unwrap();
+        let a = h.snapshot(&room("a")).await.unwrap();
+        assert_eq!(a.head.seq, 2, "{store}");
+        assert_eq!(
+            a.state,
+            state(serde_json::json!({"stock": 4, "previousStock": 5, "name": "Mug"})),
+            "{store}: merged, later over earlier"
+        );
+        h.append_all(vec![with_state(&room("a"), "3", serde_json::json!({"price": 9.5}))])
+            .await
+            .unwrap();
+        assert_eq!(h.snapshot(&room("a")).await.unwrap().state.unwrap()["price"], 9.5, "{store}");
+        // Two states at most: b then c push out the least recently updated, a.
+        h.append_all(vec![with_state(&room("b"), "4", serde_json::json!({"stock": 1}))])
+            .await
+            .unwrap();
+        h.append_all(vec![with_state(&room("c"), "5", serde_json::json!({"stock": 2}))])
+            .await
+            .unwrap();
+        let a = h.snapshot(&room("a")).await.unwrap();
+        assert_eq!((a.head.seq, a.state), (3, None), "{store}: a's state evicted, its history kept");
+        assert_eq!(
+            h.snapshot(&room("c")).await.unwrap().state,
+            state(serde_json::json!({"stock": 2})),
+            "{store}"
+        );
     }
 }
 

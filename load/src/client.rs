@@ -29,8 +29,9 @@ pub struct Target {
     pub source: IpAddr,
     /// A valid JWT.
     pub token: String,
-    /// Join `inventory:updates` after connecting.
-    pub subscribe_inventory: bool,
+    /// A subscribe event to send after connecting, as the JSON array of its packet (e.g.
+    /// `["subscribe:inventory"]`); its ack must say `ok`.
+    pub subscribe: Option<String>,
 }
 
 /// A connected, authenticated socket.
@@ -39,7 +40,7 @@ pub struct Client {
 }
 
 /// The marker the tool puts before each event number.
-const MARKERS: [&str; 2] = ["\"orderId\":\"L", "\"productId\":\"L"];
+const MARKERS: [&str; 3] = ["\"orderId\":\"L", "\"productId\":\"L", "\"sku\":\"L"];
 
 impl Client {
     /// Connects, authenticates and (if asked) subscribes; returns once `connection:success`
@@ -75,8 +76,8 @@ impl Client {
             }
             c.answer_ping(&text).await?;
         }
-        if t.subscribe_inventory {
-            c.send("420[\"subscribe:inventory\"]".to_owned()).await?;
+        if let Some(subscribe) = &t.subscribe {
+            c.send(format!("420{subscribe}")).await?;
             loop {
                 let text = c.next_text().await?;
                 if text.starts_with("430") {

@@ -114,6 +114,24 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         duration: u64,
     },
+    /// Product pages: each connection watches `per` products of a catalogue
+    /// (`subscribe:products`); inventory events spread over the catalogue reach their
+    /// watchers only.
+    Products {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Products in the catalogue.
+        #[arg(long, default_value_t = 50_000)]
+        catalogue: usize,
+        /// Products each connection watches.
+        #[arg(long, default_value_t = 5)]
+        per: usize,
+        /// Inventory events per second, across the catalogue.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+    },
     /// No sockets: records consumed, parsed, routed and stored per second; meanwhile new
     /// connections are opened and timed (handshake → `connection:success`).
     Ingest {
@@ -133,9 +151,49 @@ impl Scenario {
             Scenario::Idle { .. } => "idle",
             Scenario::Personal { .. } => "personal",
             Scenario::Fanout { .. } => "fanout",
+            Scenario::Products { .. } => "products",
             Scenario::Ingest { .. } => "ingest",
             Scenario::Smoke => "smoke",
         }
+    }
+}
+
+/// The products scenario's catalogue: connection `slot` watches the `per` products from
+/// `slot × per` on (mod `size`); event `n` updates product `n × 7919 mod size`.
+#[derive(Clone, Copy)]
+struct Catalogue {
+    size: usize,
+    per: usize,
+}
+
+impl Catalogue {
+    fn product(&self, n: u64) -> String {
+        format!("P{}", (n * 7919) % self.size as u64)
+    }
+
+    fn first(&self, slot: usize) -> usize {
+        (slot * self.per) % self.size
+    }
+
+    fn subscribe(&self, slot: usize) -> String {
+        let ids: Vec<String> = (0..self.per).map(|j| format!("\"P{}\"", (self.first(slot) + j) % self.size)).collect();
+        format!(r#"["subscribe:products",{{"productIds":[{}]}}]"#, ids.join(","))
+    }
+
+    fn watches(&self, slot: usize, n: u64) -> bool {
+        let k = ((n * 7919) % self.size as u64) as usize;
+        (k + self.size - self.first(slot)) % self.size < self.per
+    }
+
+    /// How many of `connections` watch each product.
+    fn watchers(&self, connections: usize) -> Vec<u64> {
+        let mut counts = vec![0; self.size];
+        for slot in 0..connections {
+            for j in 0..self.per {
+                counts[(self.first(slot) + j) % self.size] += 1;
+            }
+        }
+        counts
     }
 }
 
@@ -146,6 +204,8 @@ struct Plan {
     /// Users the connections are spread over (connection `i` is user `i % users`).
     users: usize,
     inventory: bool,
+    /// Per-product subscriptions: (catalogue size, products watched per connection).
+    products: Option<Catalogue>,
     rate: u32,
     duration: Duration,
 }
@@ -164,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     connections,
                     users: connections,
                     inventory: false,
+                    products: None,
                     rate: 0,
                     duration: Duration::from_secs(duration),
                 },
@@ -183,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
                     connections,
                     users,
                     inventory: false,
+                    products: None,
                     rate,
                     duration: Duration::from_secs(duration),
                 },
@@ -201,6 +263,31 @@ async fn main() -> anyhow::Result<()> {
                     connections,
                     users: connections,
                     inventory: true,
+                    products: None,
+                    rate,
+                    duration: Duration::from_secs(duration),
+                },
+            )
+            .await?,
+        ],
+        Scenario::Products {
+            connections,
+            catalogue,
+            per,
+            rate,
+            duration,
+        } => vec![
+            run(
+                &cli.opts,
+                "products",
+                Plan {
+                    connections,
+                    users: connections,
+                    inventory: false,
+                    products: Some(Catalogue {
+                        size: catalogue.max(1),
+                        per: per.clamp(1, 50),
+                    }),
                     rate,
                     duration: Duration::from_secs(duration),
                 },
@@ -216,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
                     connections: 200,
                     users: 100,
                     inventory: false,
+                    products: None,
                     rate: 200,
                     duration: Duration::from_secs(5),
                 },
@@ -228,11 +316,25 @@ async fn main() -> anyhow::Result<()> {
                     connections: 200,
                     users: 200,
                     inventory: true,
+                    products: None,
                     rate: 20,
                     duration: Duration::from_secs(5),
                 },
             )
             .await?,
+            run(
+                &cli.opts,
+                "smoke-products",
+                Plan {
+                    connections: 200,
+                    users: 200,
+                    inventory: false,
+                    products: Some(Catalogue { size: 500, per: 5 }),
+                    rate: 200,
+                    duration: Duration::from_secs(5),
+                },
+            )
+.await?,
         ],
     };
     let out = cli
@@ -427,7 +529,11 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
             server: nodes.for_slot(slot).addr,
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (slot % usize::from(opts.sources.max(1))) as u8)),
             token: mint_hs256(SECRET, &format!("u{}", slot % plan.users), false, Duration::from_secs(24 * 3600)),
-            subscribe_inventory: plan.inventory,
+            subscribe: if plan.inventory {
+                Some(r#"["subscribe:inventory"]"#.to_owned())
+            } else {
+                plan.products.map(|c| c.subscribe(slot))
+            },
         };
         let (recorder, stop, dropped, failures, connected) =
             (recorder.clone(), stop.clone(), dropped.clone(), failures.clone(), connected.clone());
@@ -472,7 +578,14 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
         let rec = recorder.clone();
         let make = move |n: u64| {
             rec.produced(n);
-            if plan.inventory {
+            if let Some(catalogue) = plan.products {
+                // The product is spread over the catalogue; the sku carries the event number.
+                (
+                    INVENTORY,
+                    catalogue.product(n),
+                    json!({"productId": catalogue.product(n), "stock": 100, "previousStock": 101, "sku": format!("L{n}")}),
+                )
+            } else if plan.inventory {
                 (
                     INVENTORY,
                     format!("L{n}"),
@@ -497,7 +610,10 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
         )
         .await?;
         // Drain: until every delivery arrived, or nothing more arrives for 5 s.
-        let expected = if plan.inventory {
+        let expected = if let Some(catalogue) = plan.products {
+            let watchers = catalogue.watchers(connections);
+            (0..sent).map(|n| watchers[((n * 7919) % catalogue.size as u64) as usize]).sum()
+        } else if plan.inventory {
             sent * connections as u64
         } else {
             sent * (connections as u64 / users as u64).max(1)
@@ -530,7 +646,10 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
     nodes.stop().await?;
 
     let users = plan.users;
-    let audit = recorder.audit(published, |slot, n| plan.inventory || (n % users as u64) as usize == slot % users);
+    let audit = recorder.audit(published, |slot, n| match plan.products {
+        Some(catalogue) => catalogue.watches(slot, n),
+        None => plan.inventory || (n % users as u64) as usize == slot % users,
+    });
     Ok(Summary {
         scenario: scenario.to_owned(),
         machine: machine(),
@@ -659,7 +778,7 @@ async fn open_and_time(targets: Vec<std::net::SocketAddr>, per_sec: u32, timing:
             server: targets[slot % targets.len()],
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (slot % 8) as u8)),
             token: mint_hs256(SECRET, &format!("h{slot}"), false, Duration::from_secs(3600)),
-            subscribe_inventory: false,
+            subscribe: None,
         };
         let timing = timing.clone();
         tasks.push(tokio::spawn(async move {

@@ -83,6 +83,21 @@ pub struct NewEntry {
     pub event: String,
     /// The payload (its position is set when stored).
     pub envelope: Envelope,
+    /// Fields to merge into the room's latest state (product rooms), in the same step.
+    pub state: Option<State>,
+}
+
+/// A room's latest state: a JSON object, later fields over earlier ones.
+pub type State = serde_json::Map<String, serde_json::Value>;
+
+/// A room's position and its latest state, read together: the state is exactly what the
+/// entries up to `head` made it (see [`History::snapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The room's head.
+    pub head: Cursor,
+    /// Its latest state, if any entry ever carried one (and it was not evicted).
+    pub state: Option<State>,
 }
 
 /// A per-room, bounded, ordered log of emitted envelopes.
@@ -100,12 +115,17 @@ pub trait History: Send + Sync + 'static {
             room: room.to_owned(),
             event: event.to_owned(),
             envelope,
+            state: None,
         };
         let mut stored = self.append_all(vec![entry]).await?;
         stored.pop().ok_or_else(|| HistoryError("the store returned no entry".to_owned()))
     }
     /// The room's current position: what a client that has seen everything holds.
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError>;
+    /// The room's head and latest state in one atomic read: appends set a room's state in
+    /// the same atomic step that numbers its entries, so the state read here reflects every
+    /// entry up to `head` and none after it.
+    async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError>;
     /// What was appended to `room` after `cursor`, or why that cannot be known.
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError>;
 }
@@ -122,6 +142,10 @@ pub struct HistoryLimits {
     /// Bytes kept over all rooms by the in-memory store, oldest dropped first (with Redis,
     /// its `maxmemory` is that bound).
     pub max_bytes: usize,
+    /// Latest states kept (product rooms), least recently updated dropped first.
+    pub max_states: usize,
+    /// Bytes of latest states kept (their JSON), least recently updated dropped first.
+    pub max_state_bytes: usize,
 }
 
 impl HistoryLimits {
@@ -132,6 +156,8 @@ impl HistoryLimits {
             max_age,
             max_room_bytes: 64 << 20,
             max_bytes: 1 << 30,
+            max_states: 100_000,
+            max_state_bytes: 64 << 20,
         }
     }
 }
@@ -173,6 +199,47 @@ struct Rooms {
     /// Records of entries already dropped by their room's own bounds are skipped when met,
     /// and the queue is compacted when it holds twice as many records as entries.
     order: VecDeque<(Arc<str>, u64)>,
+    /// Latest states, with their LRU order.
+    states: States,
+}
+
+/// Latest states by room, bounded by count and bytes, least recently updated dropped first.
+#[derive(Default)]
+struct States {
+    /// State, its JSON size, and its update tick.
+    map: HashMap<String, (State, usize, u64)>,
+    /// Update tick → room: the least recently updated first.
+    by_age: std::collections::BTreeMap<u64, String>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl States {
+    /// Merges `patch` over the room's state; returns how many states were evicted.
+    fn merge(&mut self, room: &str, patch: &State, limits: HistoryLimits) -> usize {
+        self.tick += 1;
+        let (mut state, old_size, old_tick) = self.map.remove(room).unwrap_or_default();
+        if old_tick != 0 {
+            self.by_age.remove(&old_tick);
+            self.bytes -= old_size;
+        }
+        for (k, v) in patch {
+            state.insert(k.clone(), v.clone());
+        }
+        let size = serde_json::to_vec(&state).map_or(0, |j| j.len()) + room.len();
+        self.bytes += size;
+        self.by_age.insert(self.tick, room.to_owned());
+        self.map.insert(room.to_owned(), (state, size, self.tick));
+        let mut evicted = 0;
+        while self.map.len() > limits.max_states || self.bytes > limits.max_state_bytes {
+            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            if let Some((_, size, _)) = self.map.remove(&oldest) {
+                self.bytes -= size;
+                evicted += 1;
+            }
+        }
+        evicted
+    }
 }
 
 struct Room {
@@ -321,6 +388,7 @@ impl MemoryHistory {
             room: room.to_owned(),
             event: event.to_owned(),
             envelope,
+            state: None,
         };
         self.append_all_at(vec![entry], now).remove(0)
     }
@@ -331,7 +399,17 @@ impl MemoryHistory {
         let mut stored = Vec::with_capacity(entries.len());
         let mut touched: HashSet<Arc<str>> = HashSet::new();
         let mut rooms = self.lock();
-        for NewEntry { room, event, mut envelope } in entries {
+        for NewEntry {
+            room,
+            event,
+            mut envelope,
+            state: patch,
+        } in entries
+        {
+            if let Some(patch) = &patch {
+                let evicted = rooms.states.merge(&room, patch, self.limits);
+                crate::metrics::states_evicted(evicted as u64);
+            }
             let (key, state) = rooms.room(&room, now);
             let seq = state.next_seq;
             envelope.position = Some(Position {
@@ -397,6 +475,19 @@ impl History for MemoryHistory {
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
         Ok(self.head_at(room, Instant::now()))
+    }
+
+    async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError> {
+        let now = Instant::now();
+        let mut rooms = self.lock();
+        let (_, state) = rooms.room(room, now);
+        state.last_used = now;
+        let head = Cursor {
+            epoch: state.epoch.clone(),
+            seq: state.next_seq - 1,
+        };
+        let state = rooms.states.map.get(room).map(|(s, _, _)| s.clone());
+        Ok(Snapshot { head, state })
     }
 
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError> {

@@ -67,6 +67,38 @@ impl FromRequestParts<HttpState> for Operator {
     }
 }
 
+/// Any authenticated caller of the read-only catalogue endpoints: a valid user token (any
+/// role) or a service API key. Catalogue data is public to signed-in shoppers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader;
+
+impl FromRequestParts<HttpState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Self::Rejection> {
+        let header = |name| parts.headers.get(name).map(|v| v.to_str().unwrap_or_default());
+        if let Some(authorization) = header("authorization") {
+            let token = authorization
+                .strip_prefix("Bearer ")
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <JWT>"))?;
+            state
+                .verifier
+                .verify(token)
+                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        }
+        if let Some(key) = header(API_KEY_HEADER) {
+            find_key(&state.api_keys.0, key).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key"))?;
+        }
+        if header("authorization").is_none() && header(API_KEY_HEADER).is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: Authorization: Bearer <JWT>, or X-API-Key",
+            ));
+        }
+        Ok(Reader)
+    }
+}
+
 /// The 1-based position of `candidate` in `keys`, comparing every key in constant time so
 /// response timing does not reveal how much of a guess was right.
 fn find_key(keys: &[String], candidate: &str) -> Option<usize> {

@@ -302,7 +302,7 @@ pub async fn order(
     post, path = "/realtime/broadcast/inventory", tag = "broadcast",
     request_body = InventoryBroadcast,
     responses(
-        (status = 200, description = "Sent to `inventory:updates` (and `admin:dashboard` for alerts)", body = BroadcastResponse),
+        (status = 200, description = "Sent to `inventory:updates` and `product:<productId>` (and `admin:dashboard` for alerts)", body = BroadcastResponse),
         BroadcastErrors,
     ),
     security(("bearer" = []), ("apiKey" = [])),

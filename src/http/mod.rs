@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broadcast;
 pub mod error;
 pub mod probes;
+pub mod products;
 pub mod stats;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::auth::Verifier;
 use crate::config::ApiKeys;
 use crate::delivery::Delivery;
 use crate::health::Health;
+use crate::history::History;
 use crate::routing::RoutingRules;
 use crate::socket::hub::Hub;
 use crate::stats::Stats;
@@ -50,6 +52,8 @@ pub struct HttpState {
     pub rules: RoutingRules,
     /// The consumer group, for stats.
     pub group_id: Arc<str>,
+    /// Latest product states.
+    pub history: Arc<dyn History>,
 }
 
 #[derive(OpenApi)]
@@ -64,6 +68,7 @@ pub struct HttpState {
     tags(
         (name = "broadcast", description = "Send events through the same routing and history as Kafka records"),
         (name = "stats", description = "What this node is doing"),
+        (name = "products", description = "Latest product states (any signed-in user or API key)"),
         (name = "probes", description = "Kubernetes probes and Prometheus metrics (no authentication)"),
     )
 )]
@@ -93,6 +98,7 @@ fn api(with_metrics: bool) -> OpenApiRouter<HttpState> {
         .routes(routes!(broadcast::order))
         .routes(routes!(broadcast::inventory))
         .routes(routes!(broadcast::admin))
+        .routes(routes!(products::product))
 }
 
 /// The OpenAPI document, as served (and committed as `openapi/openapi.json`). It always

@@ -30,12 +30,16 @@ use ::redis::Script;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::events::{Envelope, Position};
-use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay};
+use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostReason, MemoryHistory, NewEntry, Replay, Snapshot, State};
 
-/// Appends a batch: KEYS are each room's stream and hash, in pairs; ARGV the bounds (max
-/// entries, max age ms, key TTL s, TTL refresh interval ms, max bytes), then per room a fresh
-/// epoch (used if it has none), its entry count and that many (event, envelope) pairs.
-/// Returns each room's epoch and first new seq. One call per batch, whatever the number of
+/// Appends a batch: KEYS are the latest-state hash, its LRU sorted set and its byte
+/// counter, then each room's stream and hash, in pairs; ARGV the bounds (max entries, max
+/// age ms, key TTL s, TTL refresh interval ms, max bytes, max states, max state bytes), then
+/// per room its name, a fresh epoch (used if it has none), the state patch to merge (a JSON
+/// object, or empty), its entry count and that many (event, envelope) pairs. Returns the
+/// number of states evicted, then each room's epoch and first new seq. The state is merged
+/// in the same script that numbers the room's entries: a snapshot (head + state, one
+/// script too) never sees one without the other. One call per batch, whatever the number of
 /// rooms; per room, on the common path, four commands (HMGET, XADD per entry, XLEN, HSET).
 ///
 /// The hash also keeps `o`, the time (ms) of the stream's oldest entry, so the age bound
@@ -44,13 +48,37 @@ use crate::history::{Cursor, Entry, History, HistoryError, HistoryLimits, LostRe
 /// least the idle TTL after the last append without an EXPIRE per append.
 const APPEND: &str = r"
 local max_events, max_age, ttl, refresh_ms, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_states, max_state_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+local sk, lk, bk = KEYS[1], KEYS[2], KEYS[3]
+local evicted = 0
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local min_ms = now_ms - max_age
-local out = {}
-local a = 6
-for k = 1, #KEYS, 2 do
+local out = {0}
+local a = 8
+for k = 4, #KEYS, 2 do
   local s, m = KEYS[k], KEYS[k + 1]
+  local room, patch = ARGV[a], ARGV[a + 2]
+  a = a + 1
+  if patch ~= '' then
+    local old = redis.call('HGET', sk, room)
+    local merged = old and cjson.decode(old) or {}
+    for key, value in pairs(cjson.decode(patch)) do merged[key] = value end
+    local json = cjson.encode(merged)
+    redis.call('HSET', sk, room, json)
+    redis.call('ZADD', lk, now_ms, room)
+    local state_bytes = redis.call('INCRBY', bk, #json + #room - (old and (#old + #room) or 0))
+    while redis.call('ZCARD', lk) > max_states or state_bytes > max_state_bytes do
+      local victim = redis.call('ZPOPMIN', lk)
+      if #victim == 0 then break end
+      local gone = redis.call('HGET', sk, victim[1])
+      if gone then
+        state_bytes = redis.call('INCRBY', bk, -(#gone + #victim[1]))
+        redis.call('HDEL', sk, victim[1])
+      end
+      evicted = evicted + 1
+    end
+  end
   local meta = redis.call('HMGET', m, 'e', 'n', 'b', 'o', 't')
   local epoch, seq, bytes = meta[1], tonumber(meta[2]), tonumber(meta[3])
   local oldest, refreshed = tonumber(meta[4]) or 0, tonumber(meta[5]) or 0
@@ -58,8 +86,8 @@ for k = 1, #KEYS, 2 do
     epoch, seq, bytes, oldest, refreshed = ARGV[a], 0, 0, now_ms, 0
     redis.call('DEL', s)
   end
-  local n = tonumber(ARGV[a + 1])
-  a = a + 2
+  local n = tonumber(ARGV[a + 2])
+  a = a + 3
   local first = seq + 1
   for i = 0, n - 1 do
     local ev, v = ARGV[a], ARGV[a + 1]
@@ -95,6 +123,7 @@ for k = 1, #KEYS, 2 do
   table.insert(out, epoch)
   table.insert(out, first)
 end
+out[1] = evicted
 return out
 ";
 
@@ -108,6 +137,20 @@ if not epoch then
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {epoch, head}
+";
+
+/// HEAD plus the room's latest state (KEYS: stream, hash, state hash; ARGV: fresh epoch,
+/// TTL, room name), in one script: the state matches the head exactly.
+const SNAPSHOT: &str = r"
+local m = redis.call('HMGET', KEYS[2], 'e', 'n')
+local epoch, head = m[1], tonumber(m[2] or '0')
+if not epoch then
+  epoch, head = ARGV[1], 0
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0, 'b', 0)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {epoch, head, redis.call('HGET', KEYS[3], ARGV[3]) or ''}
 ";
 
 const SINCE: &str = r"
@@ -149,6 +192,7 @@ pub struct RedisHistory {
     append: Arc<Script>,
     head: Arc<Script>,
     since: Arc<Script>,
+    snapshot: Arc<Script>,
 }
 
 fn unavailable(e: ::redis::RedisError) -> HistoryError {
@@ -173,6 +217,7 @@ impl RedisHistory {
             append: Arc::new(Script::new(APPEND)),
             head: Arc::new(Script::new(HEAD)),
             since: Arc::new(Script::new(SINCE)),
+            snapshot: Arc::new(Script::new(SNAPSHOT)),
         })
     }
 
@@ -182,6 +227,12 @@ impl RedisHistory {
         let cmd = ::redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+    }
+
+    /// The latest-state hash (room → state JSON), its LRU order and its byte count.
+    fn state_keys(&self) -> [String; 3] {
+        let base = format!("{}states", self.prefix);
+        [base.clone(), format!("{base}:lru"), format!("{base}:bytes")]
     }
 
     /// The room's stream and its epoch-and-counter hash.
@@ -229,16 +280,39 @@ impl History for RedisHistory {
             .arg(self.limits.max_age.as_millis() as u64)
             .arg(self.key_ttl_secs())
             .arg(self.idle_ttl_secs() * 1000 / 4)
-            .arg(self.limits.max_room_bytes);
+            .arg(self.limits.max_room_bytes)
+            .arg(self.limits.max_states)
+            .arg(self.limits.max_state_bytes);
+        for key in self.state_keys() {
+            call.key(key);
+        }
         for (room, members) in &rooms {
             let [s, m] = self.keys(room);
-            call.key(s).key(m).arg(fresh_epoch()).arg(members.len());
+            // The room's entries' state fields, later over earlier: merged once by the script.
+            let mut patch: Option<State> = None;
+            for &i in members {
+                if let Some(state) = &entries[i].state {
+                    patch.get_or_insert_with(State::new).extend(state.clone());
+                }
+            }
+            let patch = match patch {
+                Some(p) => serde_json::to_string(&p).map_err(|e| HistoryError(e.to_string()))?,
+                None => String::new(),
+            };
+            call.key(s).key(m).arg(*room).arg(fresh_epoch()).arg(patch).arg(members.len());
             for &i in members {
                 let json = serde_json::to_string(&entries[i].envelope).map_err(|e| HistoryError(e.to_string()))?;
                 call.arg(entries[i].event.as_str()).arg(json);
             }
         }
-        let reply: Vec<(String, u64)> = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        let reply: Vec<String> = call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        let bad = || HistoryError(format!("unexpected history append reply: {reply:?}"));
+        let (evicted, pairs) = reply.split_first().ok_or_else(bad)?;
+        crate::metrics::states_evicted(evicted.parse().map_err(|_| bad())?);
+        let reply: Vec<(String, u64)> = pairs
+            .chunks_exact(2)
+            .map(|p| Ok((p[0].clone(), p[1].parse().map_err(|_| bad())?)))
+            .collect::<Result<_, HistoryError>>()?;
         if reply.len() != rooms.len() {
             return Err(HistoryError(format!(
                 "history append answered {} rooms of {}",
@@ -264,6 +338,31 @@ impl History for RedisHistory {
                 Arc::new(Entry { event, envelope })
             })
             .collect())
+    }
+
+    async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError> {
+        let [s, m] = self.keys(room);
+        let [states, _, _] = self.state_keys();
+        let (epoch, seq, state): (String, u64, String) = self
+            .snapshot
+            .key(s)
+            .key(m)
+            .key(states)
+            .arg(fresh_epoch())
+            .arg(self.key_ttl_secs())
+            .arg(room)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let state = if state.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&state).map_err(|e| HistoryError(format!("bad state of {room}: {e}")))?)
+        };
+        Ok(Snapshot {
+            head: Cursor { epoch, seq },
+            state,
+        })
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {

@@ -17,13 +17,14 @@ use super::handshake::{Resume, may_join};
 use super::limits::{EventBudget, Limiter, Slot, Verdict};
 use super::protocol::{
     AUTH_REFRESH, CONNECTION_SUCCESS, Closing, ConnectionSuccess, RecoveryReason, Refreshed, Reply, RoomRecovery, SESSION_CLOSING,
-    SUBSCRIBE_ADMIN, SUBSCRIBE_INVENTORY, SUBSCRIBE_ORDERS, UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY,
+    SUBSCRIBE_ADMIN, SUBSCRIBE_INVENTORY, SUBSCRIBE_ORDERS, SUBSCRIBE_PRODUCTS, UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY,
+    UNSUBSCRIBE_PRODUCTS,
 };
 use super::replay;
 use super::session::{self, Session};
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::history::History;
-use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
+use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, product_room, user_room, valid_product_id};
 use crate::stats::Stats;
 
 /// How long an abusive socket is ignored before it is disconnected.
@@ -54,6 +55,8 @@ pub(super) async fn on_connect<A: Adapter>(
     s.on(SUBSCRIBE_ADMIN, subscribe_admin::<A>);
     s.on(UNSUBSCRIBE_ADMIN, unsubscribe_admin::<A>);
     s.on(SUBSCRIBE_ORDERS, subscribe_orders::<A>);
+    s.on(SUBSCRIBE_PRODUCTS, subscribe_products::<A>);
+    s.on(UNSUBSCRIBE_PRODUCTS, unsubscribe_products::<A>);
     s.on(AUTH_REFRESH, refresh::<A>);
     s.on_fallback(unknown_event::<A>);
     s.on_disconnect(on_disconnect::<A>);
@@ -62,10 +65,18 @@ pub(super) async fn on_connect<A: Adapter>(
     let mut join = vec![user_room(&identity.user_id)];
     let mut refused = BTreeMap::new();
     let mut allowed = Vec::new();
+    let mut products = 0;
     for (room, cursor) in resume.0 {
         if !may_join(&identity, &room) {
             refused.insert(room, RoomRecovery::lost(RecoveryReason::Forbidden));
             continue;
+        }
+        if room.starts_with(PRODUCT_ROOM_PREFIX) {
+            products += 1;
+            if products > limiter.max_product_subscriptions() {
+                refused.insert(room, RoomRecovery::lost(RecoveryReason::TooManyProducts));
+                continue;
+            }
         }
         if !join.contains(&room) {
             join.push(room.clone());
@@ -123,6 +134,92 @@ async fn subscribe_inventory<A: Adapter>(
 /// `unsubscribe:inventory`: leaves `inventory:updates`.
 async fn unsubscribe_inventory<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
     leave_and_reply(&s, ack, &budget, INVENTORY_ROOM);
+}
+
+/// The ack's reasons for a refused `subscribe:products` / `unsubscribe:products`.
+const BAD_PRODUCT_IDS: &str = "productIds: expected an array of 1 to 50 product ids, each 1 to 64 letters, digits, '-', '_', '.' or ':'";
+const TOO_MANY_PRODUCTS: &str = "too many product subscriptions for this socket (MAX_PRODUCT_SUBSCRIPTIONS); unsubscribe from some first";
+
+/// `{productIds: [...]}` → the distinct ids, in order, if every one is valid.
+fn product_ids(data: Option<serde_json::Value>) -> Result<Vec<String>, &'static str> {
+    let ids = data
+        .as_ref()
+        .and_then(|d| d.get("productIds"))
+        .and_then(|ids| ids.as_array())
+        .filter(|ids| (1..=50).contains(&ids.len()))
+        .ok_or(BAD_PRODUCT_IDS)?;
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.as_str().filter(|id| valid_product_id(id)).ok_or(BAD_PRODUCT_IDS)?;
+        if !out.iter().any(|known| known == id) {
+            out.push(id.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// `subscribe:products` `{productIds}`: joins `product:<id>` for each (any signed-in
+/// user); the ack carries each room's position and each product's latest state, read
+/// together under the gate (see `replay::join_with_snapshots`).
+async fn subscribe_products<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
+    TryData(data): TryData<serde_json::Value>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+    State(history): State<Arc<dyn History>>,
+    State(gate): State<Arc<Gate>>,
+    State(limiter): State<Arc<Limiter>>,
+) {
+    if let Err(error) = spend(&s, &budget) {
+        return reply(&s, ack, Some(error));
+    }
+    let ids = match product_ids(data.ok()) {
+        Ok(ids) => ids,
+        Err(error) => return reply(&s, ack, Some(error)),
+    };
+    let rooms: Vec<String> = ids.iter().map(|id| product_room(id)).collect();
+    let current: Vec<String> = room_names(&s).into_iter().filter(|r| r.starts_with(PRODUCT_ROOM_PREFIX)).collect();
+    let adding = rooms.iter().filter(|r| !current.contains(r)).count();
+    if current.len() + adding > limiter.max_product_subscriptions() {
+        return reply(&s, ack, Some(TOO_MANY_PRODUCTS));
+    }
+    let joined = replay::join_with_snapshots(&s, history.as_ref(), &gate, &rooms).await;
+    let snapshot = joined
+        .states
+        .iter()
+        .filter_map(|(room, state)| Some((room.strip_prefix(PRODUCT_ROOM_PREFIX)?.to_owned(), state.clone())))
+        .collect();
+    // Answered under the gate: the ack reaches the socket before any live envelope of these
+    // rooms, so the page has its snapshot and positions before the first update.
+    send_reply(
+        ack,
+        Reply {
+            ok: true,
+            error: None,
+            rooms: room_names(&s),
+            positions: joined.positions.clone(),
+            snapshot: Some(snapshot),
+        },
+    );
+    drop(joined.guard);
+    replay::announce_heads(&s, &joined.moved);
+}
+
+/// `unsubscribe:products` `{productIds}`: leaves those product rooms.
+async fn unsubscribe_products<A: Adapter>(
+    s: SocketRef<A>,
+    ack: AckSender<A>,
+    TryData(data): TryData<serde_json::Value>,
+    Extension(budget): Extension<Arc<EventBudget>>,
+) {
+    let error = match spend(&s, &budget).and_then(|()| product_ids(data.ok())) {
+        Ok(ids) => {
+            s.leave(ids.iter().map(|id| product_room(id)).collect::<Vec<_>>());
+            None
+        }
+        Err(error) => Some(error),
+    };
+    reply(&s, ack, error);
 }
 
 /// `subscribe:admin`: joins `admin:dashboard`, admins only.
@@ -265,6 +362,7 @@ fn reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, error: Option<&'static
             error,
             rooms: room_names(s),
             positions: BTreeMap::new(),
+            snapshot: None,
         },
     );
 }
@@ -289,6 +387,7 @@ async fn join_and_reply<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, history
             error: None,
             rooms: room_names(s),
             positions: head.map(|h| (room.to_owned(), h)).into_iter().collect(),
+            snapshot: None,
         },
     );
     replay::announce_heads(s, &moved);

@@ -13,11 +13,11 @@ use super::session::Session;
 use super::slow;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::history::Cursor;
-use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, user_room};
+use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, user_room, valid_product_id};
 use crate::stats::Stats;
 
 /// Most rooms a handshake may ask to resume; a socket is in at most three.
-const MAX_RESUME_ROOMS: usize = 8;
+const MAX_RESUME_ROOMS: usize = 3 + crate::config::MAX_PRODUCT_SUBSCRIPTIONS_CAP;
 
 /// Why a handshake was refused; the text is what the client sees in `connect_error`.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,10 @@ fn parse_positions(value: Option<serde_json::Value>) -> Result<Resume, Handshake
 
 /// Whether this identity may be in `room` (the only rooms a handshake may resume).
 pub(super) fn may_join(identity: &Identity, room: &str) -> bool {
-    room == user_room(&identity.user_id) || room == INVENTORY_ROOM || (room == ADMIN_ROOM && identity.is_admin)
+    room == user_room(&identity.user_id)
+        || room == INVENTORY_ROOM
+        || (room == ADMIN_ROOM && identity.is_admin)
+        || room.strip_prefix(PRODUCT_ROOM_PREFIX).is_some_and(valid_product_id)
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -179,7 +182,7 @@ mod tests {
             let err = parse_positions(Some(bad.clone())).unwrap_err();
             assert!(err.to_string().starts_with("invalid auth.positions"), "{bad}: {err}");
         }
-        let many: serde_json::Map<String, serde_json::Value> = (0..9)
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_RESUME_ROOMS)
             .map(|i| (format!("r{i}"), serde_json::json!({"epoch": "e", "seq": 1})))
             .collect();
         assert!(parse_positions(Some(many.into())).is_err());

@@ -139,6 +139,11 @@ fn per(n: u32) -> NonZeroU32 {
 }
 
 impl Limiter {
+    /// Product rooms one socket may be in.
+    pub(crate) fn max_product_subscriptions(&self) -> usize {
+        self.limits.max_product_subscriptions
+    }
+
     /// Counters for these limits.
     pub fn new(limits: ClientLimits) -> Arc<Self> {
         Arc::new(Limiter {
@@ -283,6 +288,7 @@ mod tests {
             max_pending_sessions: 4,
             connect_timeout: std::time::Duration::from_secs(10),
             replay_per_minute_per_ip: 10,
+            max_product_subscriptions: 3,
         }
     }
 

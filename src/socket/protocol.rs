@@ -29,6 +29,11 @@ pub const SUBSCRIBE_ADMIN: &str = "subscribe:admin";
 pub const UNSUBSCRIBE_ADMIN: &str = "unsubscribe:admin";
 /// Client event kept for older clients: order events already reach `user:<sub>`.
 pub const SUBSCRIBE_ORDERS: &str = "subscribe:orders";
+/// Client → server: `{productIds: [...]}`, join `product:<id>` for each; the ack carries
+/// the snapshot.
+pub const SUBSCRIBE_PRODUCTS: &str = "subscribe:products";
+/// Client → server: `{productIds: [...]}`, leave those product rooms.
+pub const UNSUBSCRIBE_PRODUCTS: &str = "unsubscribe:products";
 
 /// The `connection:success` payload.
 #[derive(Debug, Serialize)]
@@ -83,6 +88,8 @@ pub enum RecoveryReason {
     UnknownPosition,
     /// A room this user may not be in: nothing joined or replayed.
     Forbidden,
+    /// More product rooms than `MAX_PRODUCT_SUBSCRIPTIONS`: the ones over it are not joined.
+    TooManyProducts,
     /// The client's address is over its replay budget.
     ReplayLimited,
     /// The history store did not answer.
@@ -118,6 +125,10 @@ pub struct Reply {
     /// The joined room's position, on subscribe.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub positions: BTreeMap<String, Cursor>,
+    /// On `subscribe:products`: each product's latest known state, by product id, exactly
+    /// as of the position given for its room (absent when nothing is known yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<BTreeMap<String, crate::history::State>>,
 }
 
 /// The answer to `auth:refresh`.

@@ -177,6 +177,56 @@ pub(crate) async fn join_at_head<A: Adapter>(
     (positions.remove(room), unsettled)
 }
 
+/// What [`join_with_snapshots`] found. Holds the gate of the rooms until dropped, so the
+/// caller can answer before any live envelope of them reaches the socket.
+pub(crate) struct Joined<'g> {
+    /// Dropping it lets live emits to the rooms through again.
+    pub guard: Joining<'g>,
+    /// Each room's position as of its state.
+    pub positions: BTreeMap<String, Cursor>,
+    /// Each room's latest state, where one is known.
+    pub states: BTreeMap<String, crate::history::State>,
+    /// Rooms another node emitted to meanwhile (announce their heads after the reply).
+    pub moved: Vec<Position>,
+}
+
+/// Joins `rooms`, reading each one's head and latest state together, under the gate of
+/// those rooms: this node emits nothing to them between the read and the join, so every
+/// envelope after the position given reaches the socket live, and every one up to it is
+/// already in the state given (appends store state and number entries in one atomic step).
+/// A client applies live envelopes with a `seq` after the position over the snapshot and
+/// ignores the others — whatever the interleaving, it ends with the newest state. Across
+/// nodes, a room that moved meanwhile is announced (as in [`join_rooms`]): the client
+/// resyncs and replays from its position.
+pub(crate) async fn join_with_snapshots<'g, A: Adapter>(
+    s: &SocketRef<A>,
+    history: &dyn History,
+    gate: &'g Gate,
+    rooms: &[String],
+) -> Joined<'g> {
+    let guard = gate.joining(rooms.iter().map(String::as_str)).await;
+    let mut positions = BTreeMap::new();
+    let mut states = BTreeMap::new();
+    for room in rooms {
+        match history.snapshot(room).await {
+            Ok(snapshot) => {
+                positions.insert(room.clone(), snapshot.head);
+                if let Some(state) = snapshot.state {
+                    states.insert(room.clone(), state);
+                }
+            }
+            Err(error) => tracing::warn!(sid = %s.id, room, %error, "no snapshot for room"),
+        }
+    }
+    let moved = join_rooms(s, history, rooms, &mut positions).await;
+    Joined {
+        guard,
+        positions,
+        states,
+        moved,
+    }
+}
+
 /// Tells the client the head of rooms that moved while it joined; sent after the join's
 /// answer, so the client compares it with what it has received by then.
 pub(crate) fn announce_heads<A: Adapter>(s: &SocketRef<A>, heads: &[Position]) {
