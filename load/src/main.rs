@@ -176,7 +176,9 @@ impl Catalogue {
     }
 
     fn subscribe(&self, slot: usize) -> String {
-        let ids: Vec<String> = (0..self.per).map(|j| format!("\"P{}\"", (self.first(slot) + j) % self.size)).collect();
+        let ids: Vec<String> = (0..self.per)
+            .map(|j| format!("\"P{}\"", (self.first(slot) + j) % self.size))
+            .collect();
         format!(r#"["subscribe:products",{{"productIds":[{}]}}]"#, ids.join(","))
     }
 
@@ -334,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
                     duration: Duration::from_secs(5),
                 },
             )
-.await?,
+            .await?,
         ],
     };
     let out = cli
