@@ -119,6 +119,7 @@ describe("REST API against the running bridge", () => {
     assert.equal(status, 200);
     assert.deepEqual(body.deliveries.map((d) => [d.room, d.event]), [
       ["inventory:updates", "inventory:updated"],
+      ["product:P-1", "inventory:updated"],
       ["admin:dashboard", "admin:inventory:out-of-stock"],
     ]);
     await waitFor(() => shop.of("inventory:updated").length === 1, { what: "inventory:updated" });

@@ -36,15 +36,22 @@ export function within(promise, ms, what) {
 }
 
 export async function freePort() {
-  return new Promise((resolve, reject) => {
+  return (await freePorts(1))[0];
+}
+
+/** `n` distinct free ports: all held open until each is known (one after the other, the
+ * system may hand out a just-closed port again; a broker given one port twice refuses to
+ * start). */
+export async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
     srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
+    srv.listen(0, "127.0.0.1", () => resolve(srv));
+  })));
+  const ports = servers.map((srv) => srv.address().port);
+  await Promise.all(servers.map((srv) => new Promise((resolve) => srv.close(resolve))));
+  return ports;
 }
 
 function canConnect(port) {
@@ -68,14 +75,14 @@ export const KAFKA_LIB = process.env.KAFKA_LIB ?? path.join(os.homedir(), ".cach
  * proxy is cut.
  */
 export async function startBroker({ port, advertisedPort, secure = false } = {}) {
-  port ??= await freePort();
-  const [controllerPort, adminPort] = [await freePort(), await freePort()];
+  const [free, controllerPort, adminPort, sasl, mtls, oauth] = await freePorts(6);
+  port ??= free;
   const dir = mkdtempSync(path.join(os.tmpdir(), "e2e-kafka-"));
   const config = path.join(dir, "server.properties");
   // With `secure`: SASL_SSL (SCRAM-SHA-512, a user created at format time) and SSL with
   // client certificates (mTLS) beside the plaintext listeners, certificates made here; and
   // SASL/OAUTHBEARER (on SASL_PLAINTEXT) validating tokens from a local identity provider.
-  const tls = secure ? { sasl: await freePort(), mtls: await freePort(), oauth: await freePort(), certs: makeCerts(dir), user: "bridge", password: `pw-${randomUUID()}`, idp: await startIdentityProvider() } : null;
+  const tls = secure ? { sasl, mtls, oauth, certs: makeCerts(dir), user: "bridge", password: `pw-${randomUUID()}`, idp: await startIdentityProvider() } : null;
   let secured = [];
   if (tls) {
     const keystore = path.join(dir, "broker-keystore.pem");

@@ -38,6 +38,8 @@ command -v openssl >/dev/null || { step "installing openssl"; apt-get update -qq
 # test) and the Compose Specification's schema from the Go module proxy (compose-go, the
 # loader docker compose uses; pinned, cached in Go's module cache).
 command -v nginx >/dev/null || { step "installing nginx"; apt-get update -qq && apt-get install -y -qq nginx; }
+# The dashboard's tests drive Debian's chromium headless (playwright-core, e2e/package.json).
+command -v chromium >/dev/null || { step "installing chromium"; apt-get update -qq && apt-get install -y -qq chromium; }
 COMPOSE_GO=github.com/compose-spec/compose-go/v2@v2.16.2
 COMPOSE_SPEC_SCHEMA="$(go mod download -json "$COMPOSE_GO" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/schema/compose-spec.json"
 test -f "$COMPOSE_SPEC_SCHEMA" || { echo "could not fetch $COMPOSE_GO" >&2; exit 1; }

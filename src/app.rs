@@ -105,7 +105,12 @@ impl App {
             history: history.clone(),
         };
         crate::metrics::handle();
-        let api = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none());
+        // Development: the dashboard, and `/` leads to it. Production: only when enabled.
+        let dashboard = match config.app_env {
+            AppEnv::Development => Some(true),
+            AppEnv::Production => config.dashboard_enabled.then_some(false),
+        };
+        let api = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none(), dashboard);
         let router = router::router(api, attach_sockets, &config.cors_origins)?;
 
         let (listener, metrics_listener) = listeners(&config).await?;

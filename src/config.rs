@@ -249,6 +249,8 @@ pub struct Config {
     pub log_level: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Serve `/dashboard` in production (always served in development).
+    pub dashboard_enabled: bool,
     /// How long shutdown may take before the process exits anyway.
     pub shutdown_grace: Duration,
     /// How long a draining node keeps serving its sockets (refusing new handshakes) before
@@ -309,6 +311,12 @@ impl Config {
             low_stock_threshold: parse_range(get, "LOW_STOCK_THRESHOLD", 5, 0..=1_000_000_000)?,
             log_level,
             log_format,
+            dashboard_enabled: one_of(
+                get,
+                "DASHBOARD_ENABLED",
+                &[("true", true), ("1", true), ("false", false), ("0", false)],
+            )?
+            .unwrap_or(false),
             shutdown_grace,
             shutdown_delay,
             dev_demo_rate: parse_range(get, "DEV_DEMO_RATE", 1, 0..=10_000)?,

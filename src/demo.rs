@@ -183,16 +183,20 @@ pub(crate) fn print_banner(config: &Config, brokers: &str, addr: SocketAddr) {
         port = addr.port(),
         rate = config.dev_demo_rate,
     );
+    let dashboard = format!("http://127.0.0.1:{}/dashboard", addr.port());
     if let JwtKey::GeneratedDev(secret) = &config.jwt_key {
         let day = Duration::from_secs(24 * 3600);
+        let admin = mint_hs256(secret, "admin", true, day);
         banner.push_str(&format!(
             "JWT key: generated for this run only (set JWT_SECRET to choose one).\n\
              Buyer token ({buyer}): {}\n\
-             Admin token (admin):      {}\n",
+             Admin token (admin):      {admin}\n\
+             Dashboard (signed in as admin; the token is in the #fragment, never sent to a server):\n  {dashboard}#token={admin}\n",
             mint_hs256(secret, DEMO_BUYER, false, day),
-            mint_hs256(secret, "admin", true, day),
             buyer = DEMO_BUYER,
         ));
+    } else {
+        banner.push_str(&format!("Dashboard: {dashboard} (sign in with an admin token)\n"));
     }
     banner.push_str("==========================================\n");
     println!("{banner}");

@@ -56,6 +56,31 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Kafka → emit latency percentiles since start, from the histogram `/metrics` exports:
+/// each is the upper bound of the bucket the percentile falls in (so "≤ this"), in ms.
+/// Computed only when asked (the stats endpoint), never per event.
+pub(crate) fn kafka_to_emit_percentiles() -> Option<[f64; 4]> {
+    let text = render();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("realtime_kafka_to_emit_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else { continue };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        buckets.push((le, count.trim().parse().ok()?));
+    }
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let at = |q: f64| {
+        let bound = buckets.iter().find(|(_, c)| *c >= q * total).map_or(f64::INFINITY, |(le, _)| *le);
+        bound * 1000.0
+    };
+    Some([at(0.5), at(0.9), at(0.99), total])
+}
+
 /// The metrics in Prometheus text format.
 pub(crate) fn render() -> String {
     handle().render()

@@ -35,10 +35,11 @@ pub(crate) const PRODUCT_ROOM_PREFIX: &str = "product:";
 pub const MAX_PRODUCT_ID_LEN: usize = 64;
 
 /// Whether `id` may name a product room (and be subscribed to): 1 to 64 ASCII letters,
-/// digits, `-`, `_`, `.` or `:`.
+/// digits, `-`, `_`, `.` or `:`, starting with a letter or digit (so never `.` or `..`,
+/// which a URL path would resolve away).
 pub fn valid_product_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_PRODUCT_ID_LEN
+    id.len() <= MAX_PRODUCT_ID_LEN
+        && id.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
@@ -371,7 +372,7 @@ mod tests {
         }
         // An id that cannot name a room still reaches the firehose and the dashboard.
         let long = "p".repeat(MAX_PRODUCT_ID_LEN + 1);
-        for id in [long.as_str(), "p 1", "p/1", "ü"] {
+        for id in [long.as_str(), "p 1", "p/1", "ü", "..", "-p"] {
             let rooms: Vec<String> = routes("inventory.updated", json!({"productId": id, "stock": 1, "previousStock": 9}))
                 .into_iter()
                 .map(|r| r.0)

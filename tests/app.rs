@@ -119,3 +119,45 @@ async fn a_draining_node_refuses_new_handshakes_with_503_while_still_alive() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_is_off_in_production_unless_enabled_and_development_leads_to_it() {
+    let production = [
+        ("APP_ENV", "production"),
+        ("KAFKA_BROKERS", "127.0.0.1:1"),
+        ("CORS_ORIGINS", "https://shop.example.com"),
+    ];
+    let app = spawn_app(&production).await;
+    assert_eq!(app.status("/dashboard").await, 404, "off by default in production");
+    assert_eq!(app.status("/").await, 404);
+    app.stop().await;
+
+    let enabled: Vec<(&str, &str)> = production.iter().copied().chain([("DASHBOARD_ENABLED", "true")]).collect();
+    let app = spawn_app(&enabled).await;
+    let page = app.http.get(app.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert_eq!(app.status("/").await, 404, "no redirect in production");
+    app.stop().await;
+
+    let app = spawn_app(&[("KAFKA_BROKERS", "127.0.0.1:1")]).await;
+    let root = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (root.status().as_u16(), root.headers()["location"].to_str().unwrap()),
+        (307, "/dashboard")
+    );
+    app.stop().await;
+}

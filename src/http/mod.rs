@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod broadcast;
+pub mod dashboard;
 pub mod error;
 pub mod probes;
 pub mod products;
@@ -109,8 +110,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every HTTP route. With `metrics_here` false, `/metrics` is left to [`metrics_router`] on
 /// its own port.
-pub(crate) fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool) -> Router {
+///
+/// `dashboard`: whether `/dashboard` is served, and whether `/` redirects to it.
+pub(crate) fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool, dashboard: Option<bool>) -> Router {
     let (router, _) = api(metrics_here).split_for_parts();
+    let router = match dashboard {
+        Some(redirect_root) => router.merge(dashboard::router(redirect_root)),
+        None => router,
+    };
     router
         .with_state(state)
         .merge(SwaggerUi::new("/api/docs").url(OPENAPI_PATH, openapi()))

@@ -31,7 +31,7 @@ pub struct ProductResponse {
 /// The latest state of a product (any valid user token or API key).
 #[utoipa::path(
     get, path = "/realtime/products/{productId}", tag = "products",
-    params(("productId" = String, Path, description = "1 to 64 letters, digits, '-', '_', '.' or ':'")),
+    params(("productId" = String, Path, description = "1 to 64 letters, digits, '-', '_', '.' or ':', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", min_length = 1, max_length = 64)),
     responses(
         (status = 200, description = "The latest state and its position", body = ProductResponse),
         (status = 401, description = "No valid credential", body = ErrorBody),
@@ -49,7 +49,7 @@ pub async fn product(
     if !valid_product_id(&product_id) {
         return Err(ApiError::field(
             "productId",
-            "expected 1 to 64 letters, digits, '-', '_', '.' or ':'",
+            "expected 1 to 64 letters, digits, '-', '_', '.' or ':', starting with a letter or digit",
         ));
     }
     let snapshot = state.history.snapshot(&product_room(&product_id)).await.map_err(|e| {

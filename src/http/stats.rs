@@ -66,6 +66,24 @@ pub struct StatsResponse {
     pub kafka: KafkaStats,
     /// Every node's sockets and users (null when the other nodes could not be asked).
     pub cluster: Option<ClusterStats>,
+    /// Kafka record timestamp → emit latency on this node since start (null before the first
+    /// record).
+    pub latency: Option<LatencyStats>,
+}
+
+/// Latency percentiles, each the upper bound of its histogram bucket (1, 2.5, 5, 10, 20,
+/// 50 ms …), in milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyStats {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Records measured.
+    pub samples: u64,
 }
 
 /// Sockets and users over all nodes, through the Socket.IO adapter (with no Redis, this
@@ -180,5 +198,11 @@ pub async fn stats(State(state): State<HttpState>, _operator: Operator, StatsPar
             assignment,
         },
         cluster,
+        latency: crate::metrics::kafka_to_emit_percentiles().map(|[p50_ms, p90_ms, p99_ms, samples]| LatencyStats {
+            p50_ms,
+            p90_ms,
+            p99_ms,
+            samples: samples as u64,
+        }),
     })
 }

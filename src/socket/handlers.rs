@@ -137,7 +137,7 @@ async fn unsubscribe_inventory<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, E
 }
 
 /// The ack's reasons for a refused `subscribe:products` / `unsubscribe:products`.
-const BAD_PRODUCT_IDS: &str = "productIds: expected an array of 1 to 50 product ids, each 1 to 64 letters, digits, '-', '_', '.' or ':'";
+const BAD_PRODUCT_IDS: &str = "productIds: expected an array of 1 to 50 product ids, each 1 to 64 letters, digits, '-', '_', '.' or ':', starting with a letter or digit";
 const TOO_MANY_PRODUCTS: &str = "too many product subscriptions for this socket (MAX_PRODUCT_SUBSCRIPTIONS); unsubscribe from some first";
 
 /// `{productIds: [...]}` → the distinct ids, in order, if every one is valid.
