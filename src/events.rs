@@ -4,6 +4,7 @@
 //! [`ParseError`] that says exactly what is wrong, so a bad record can be logged
 //! (and later dead-lettered) without guessing.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a record could not become an event.
@@ -32,17 +33,20 @@ pub enum ParseError {
 }
 
 /// What happened to an order: `order.created`, `order.updated`, `order.cancelled`, or any `order.<action>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderEvent {
     /// The order's id (numbers are accepted and kept as text).
     #[serde(deserialize_with = "id_text")]
+    #[schemars(schema_with = "id_schema")]
     pub order_id: String,
     /// The buyer; order services that say `userId` are accepted too.
     #[serde(alias = "userId", deserialize_with = "id_text")]
+    #[schemars(schema_with = "id_schema")]
     pub buyer_id: String,
     /// The order's status after this event; defaults to `cancelled` on `order.cancelled`.
     #[serde(default)]
+    #[schemars(extend("pattern" = NOT_BLANK))]
     pub status: String,
     /// The status before this event, when the producer knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,11 +69,12 @@ pub struct OrderEvent {
 }
 
 /// A product's stock level changed: `inventory.updated`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEvent {
     /// The product's id.
     #[serde(deserialize_with = "id_text")]
+    #[schemars(schema_with = "id_schema")]
     pub product_id: String,
     /// Units in stock now.
     #[serde(deserialize_with = "whole_number")]
@@ -89,11 +94,12 @@ pub struct InventoryEvent {
 }
 
 /// A product was created or changed: `product.created`, `product.updated`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductEvent {
     /// The product's id.
     #[serde(deserialize_with = "id_text")]
+    #[schemars(schema_with = "id_schema")]
     pub product_id: String,
     /// Display name (required on `product.created`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,7 +233,7 @@ impl Event {
 }
 
 /// How urgent a notification is, for the client's UI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Informational.
@@ -239,9 +245,12 @@ pub enum Priority {
 }
 
 /// The one payload shape every socket event carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// `D` is the type of `data`: any JSON in the service, each event's own type in the
+// published contract (`crate::contract`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Envelope {
+#[schemars(rename = "{D}Envelope")]
+pub struct Envelope<D = serde_json::Value> {
     /// Unique and stable per source record (`topic:partition:offset` for Kafka): clients de-duplicate by it.
     pub id: String,
     /// The dotted event type, e.g. `order.updated` or `inventory.low-stock`.
@@ -250,7 +259,7 @@ pub struct Envelope {
     /// When the event happened (RFC 3339, UTC).
     pub occurred_at: String,
     /// The event's fields.
-    pub data: serde_json::Value,
+    pub data: D,
     /// A sentence for people, added by routing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -264,7 +273,7 @@ pub struct Envelope {
 
 /// An envelope's place in a room's history: the `seq`-th envelope of `room` in `epoch`.
 /// Clients keep the last one per room and hand it back when they reconnect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, JsonSchema)]
 pub struct Position {
     /// The room the envelope was sent to.
     pub room: String,
@@ -272,6 +281,59 @@ pub struct Position {
     pub epoch: String,
     /// 1, 2, 3… within the epoch.
     pub seq: u64,
+}
+
+/// What a product room knows of its product: the fields of its `inventory.updated` and
+/// `product.*` events merged, later over earlier (see `routing::product_state`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductState {
+    /// The product's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    /// Units in stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<i64>,
+    /// Units in stock before the last change, when the producer said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stock: Option<i64>,
+    /// Display name (`name` of `product.*`, `productName` of `inventory.updated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stock keeping unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Unit price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    /// When it last changed: the record's `updatedAt`, else the record's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// The `data` of a `notification` envelope (`POST /realtime/test/notification`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationData {
+    /// The user it was sent to.
+    pub user_id: String,
+    /// A short title.
+    pub title: String,
+    /// The text.
+    pub message: String,
+}
+
+/// A string with something in it besides whitespace (what the parser calls non-empty).
+pub(crate) const NOT_BLANK: &str = "\\S";
+
+/// The schema of an id field: producers may write a string or an integer
+/// ([`id_text`]); clients always get a string.
+fn id_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    if generator.contract().is_deserialize() {
+        schemars::json_schema!({"anyOf": [{"type": "string", "pattern": NOT_BLANK}, {"type": "integer"}]})
+    } else {
+        schemars::json_schema!({"type": "string", "minLength": 1})
+    }
 }
 
 /// Where a record came from; gives the envelope its stable id and time.

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod contract;
 pub mod delivery;
 pub mod demo;
 mod drain;

@@ -34,6 +34,14 @@ enum Command {
     },
     /// Print the OpenAPI document (how `openapi/openapi.json` is regenerated).
     Openapi,
+    /// Print the AsyncAPI document (how `openapi/asyncapi.json` is regenerated).
+    Asyncapi,
+    /// Write the JSON Schema of each consumed topic's records into a directory (`schemas/`).
+    RecordSchemas {
+        /// The directory.
+        #[arg(default_value = "schemas")]
+        dir: std::path::PathBuf,
+    },
     /// Exit 0 when GET /health/live on this container's PORT answers 200 (for Docker HEALTHCHECK).
     Healthcheck,
     /// Print an HS256 token signed with JWT_SECRET, for trying the service by hand.
@@ -82,6 +90,17 @@ async fn main() -> anyhow::Result<()> {
             properties.0.push(("compression.codec".to_owned(), compression));
             let sent = demo::run(&brokers, &properties, rate, count, stop).await?;
             println!("published {sent} demo events");
+            Ok(())
+        }
+        Command::Asyncapi => {
+            println!("{}", serde_json::to_string_pretty(&realtime_bridge::contract::asyncapi())?);
+            Ok(())
+        }
+        Command::RecordSchemas { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, schema) in realtime_bridge::contract::record_schemas() {
+                std::fs::write(dir.join(file), serde_json::to_string_pretty(&schema)? + "\n")?;
+            }
             Ok(())
         }
         Command::Openapi => {

@@ -18,7 +18,7 @@
 //!
 //! Pure and synchronous, so the whole table is unit-tested below.
 
-use crate::events::{Envelope, Event, InventoryEvent, OrderEvent, Priority, Source};
+use crate::events::{Envelope, Event, InventoryEvent, NotificationData, OrderEvent, Priority, ProductState, Source};
 
 /// Every admin dashboard socket is in this room.
 pub(crate) const ADMIN_ROOM: &str = "admin:dashboard";
@@ -33,6 +33,8 @@ pub(crate) const PRODUCT_ROOM_PREFIX: &str = "product:";
 
 /// Longest product id with a room of its own.
 pub const MAX_PRODUCT_ID_LEN: usize = 64;
+/// [`valid_product_id`] as a regular expression, for the published schemas.
+pub const PRODUCT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$";
 
 /// Whether `id` may name a product room (and be subscribed to): 1 to 64 ASCII letters,
 /// digits, `-`, `_`, `.` or `:`, starting with a letter or digit (so never `.` or `..`,
@@ -59,25 +61,22 @@ pub(crate) fn product_state(route: &Route) -> Option<serde_json::Map<String, ser
         return None;
     }
     let data = route.envelope.data.as_object()?;
-    let mut state = serde_json::Map::new();
-    for (from, to) in [
-        ("productId", "productId"),
-        ("stock", "stock"),
-        ("previousStock", "previousStock"),
-        ("productName", "name"),
-        ("name", "name"),
-        ("sku", "sku"),
-        ("price", "price"),
-        ("updatedAt", "updatedAt"),
-    ] {
-        if let Some(value) = data.get(from).filter(|v| !v.is_null()) {
-            state.insert(to.to_owned(), value.clone());
-        }
+    let text = |key: &str| data.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let whole = |key: &str| data.get(key).and_then(serde_json::Value::as_i64);
+    let state = ProductState {
+        product_id: text("productId"),
+        stock: whole("stock"),
+        previous_stock: whole("previousStock"),
+        name: text("name").or_else(|| text("productName")),
+        sku: text("sku"),
+        price: data.get("price").and_then(serde_json::Value::as_f64),
+        updated_at: Some(text("updatedAt").unwrap_or_else(|| route.envelope.occurred_at.clone())),
+    };
+    // Only the fields it has: they are merged over what was known.
+    match serde_json::to_value(state) {
+        Ok(serde_json::Value::Object(state)) => Some(state),
+        _ => None,
     }
-    state
-        .entry("updatedAt")
-        .or_insert_with(|| serde_json::Value::String(route.envelope.occurred_at.clone()));
-    Some(state)
 }
 
 /// The private room of one user's sockets.
@@ -209,7 +208,12 @@ pub fn notification(user_id: &str, title: &str, message: &str, source: &Source) 
             id: source.id.clone(),
             event_type: "notification".to_owned(),
             occurred_at: source.occurred_at.clone(),
-            data: serde_json::json!({ "userId": user_id, "title": title, "message": message }),
+            data: serde_json::to_value(NotificationData {
+                user_id: user_id.to_owned(),
+                title: title.to_owned(),
+                message: message.to_owned(),
+            })
+            .unwrap_or_default(),
             message: Some(message.to_owned()),
             priority: Some(Priority::Normal),
             position: None,

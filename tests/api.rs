@@ -31,6 +31,33 @@ fn bearer(user: &str, admin: bool) -> String {
 }
 
 #[tokio::test]
+async fn the_served_asyncapi_document_and_the_record_schemas_are_the_committed_ones() {
+    let app = app(&[]).await;
+    let served: Value = app
+        .http
+        .get(app.url("/api/docs/asyncapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: Value = serde_json::from_str(include_str!("../openapi/asyncapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi/asyncapi.json is stale: regenerate with scripts/generate.sh"
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let generated = realtime_bridge::contract::record_schemas();
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(files, generated.len(), "schemas/ holds exactly one file per consumed topic");
+    for (file, schema) in generated {
+        let committed: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
+        assert!(committed == schema, "schemas/{file} is stale: regenerate with scripts/generate.sh");
+    }
+}
+
+#[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one() {
     let app = app(&[]).await;
     let served: Value = app

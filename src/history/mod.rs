@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::{Envelope, Position};
 
 /// Where a client is in one room: the last `seq` it saw within `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cursor {
     /// The room history's epoch.
     pub epoch: String,

@@ -121,8 +121,15 @@ pub(crate) fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool
     router
         .with_state(state)
         .merge(SwaggerUi::new("/api/docs").url(OPENAPI_PATH, openapi()))
+        .route(crate::contract::ASYNCAPI_PATH, axum::routing::get(asyncapi))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
+}
+
+/// The AsyncAPI document (committed as `openapi/asyncapi.json`): public, like the OpenAPI one.
+async fn asyncapi() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(crate::contract::asyncapi);
+    axum::Json(DOCUMENT.clone())
 }
 
 /// `/metrics` alone, for `METRICS_PORT`.

@@ -16,9 +16,9 @@ use super::gate::Gate;
 use super::handshake::{Resume, may_join};
 use super::limits::{EventBudget, Limiter, Slot, Verdict};
 use super::protocol::{
-    AUTH_REFRESH, CONNECTION_SUCCESS, Closing, ConnectionSuccess, RecoveryReason, Refreshed, Reply, RoomRecovery, SESSION_CLOSING,
-    SUBSCRIBE_ADMIN, SUBSCRIBE_INVENTORY, SUBSCRIBE_ORDERS, SUBSCRIBE_PRODUCTS, UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY,
-    UNSUBSCRIBE_PRODUCTS,
+    AUTH_REFRESH, AuthRefresh, CONNECTION_SUCCESS, Closing, ConnectionSuccess, MAX_PRODUCT_IDS_PER_REQUEST, ProductIds, RecoveryReason,
+    Refreshed, Reply, RoomRecovery, SESSION_CLOSING, SUBSCRIBE_ADMIN, SUBSCRIBE_INVENTORY, SUBSCRIBE_ORDERS, SUBSCRIBE_PRODUCTS,
+    UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY, UNSUBSCRIBE_PRODUCTS,
 };
 use super::replay;
 use super::session::{self, Session};
@@ -142,17 +142,17 @@ const TOO_MANY_PRODUCTS: &str = "too many product subscriptions for this socket 
 
 /// `{productIds: [...]}` → the distinct ids, in order, if every one is valid.
 fn product_ids(data: Option<serde_json::Value>) -> Result<Vec<String>, &'static str> {
-    let ids = data
-        .as_ref()
-        .and_then(|d| d.get("productIds"))
-        .and_then(|ids| ids.as_array())
-        .filter(|ids| (1..=50).contains(&ids.len()))
-        .ok_or(BAD_PRODUCT_IDS)?;
-    let mut out: Vec<String> = Vec::with_capacity(ids.len());
-    for id in ids {
-        let id = id.as_str().filter(|id| valid_product_id(id)).ok_or(BAD_PRODUCT_IDS)?;
-        if !out.iter().any(|known| known == id) {
-            out.push(id.to_owned());
+    let request: ProductIds = data.and_then(|d| serde_json::from_value(d).ok()).ok_or(BAD_PRODUCT_IDS)?;
+    if !(1..=MAX_PRODUCT_IDS_PER_REQUEST).contains(&request.product_ids.len()) {
+        return Err(BAD_PRODUCT_IDS);
+    }
+    let mut out: Vec<String> = Vec::with_capacity(request.product_ids.len());
+    for id in request.product_ids {
+        if !valid_product_id(&id) {
+            return Err(BAD_PRODUCT_IDS);
+        }
+        if !out.contains(&id) {
+            out.push(id);
         }
     }
     Ok(out)
@@ -265,7 +265,7 @@ async fn subscribe_orders<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extens
 async fn refresh<A: Adapter>(
     s: SocketRef<A>,
     ack: AckSender<A>,
-    TryData(data): TryData<serde_json::Value>,
+    TryData(data): TryData<AuthRefresh>,
     Extension(identity): Extension<Identity>,
     Extension(budget): Extension<Arc<EventBudget>>,
     Extension(session): Extension<Arc<Session>>,
@@ -279,9 +279,7 @@ async fn refresh<A: Adapter>(
     let answer = match spend(&s, &budget) {
         Err(error) => fail(error.to_owned()),
         Ok(()) => {
-            let data = data.unwrap_or_default();
-            let token = data.as_str().or_else(|| data.get("token").and_then(|t| t.as_str()));
-            match token.ok_or(AuthError::MissingToken).and_then(|t| verifier.verify(t)) {
+            match data.ok().ok_or(AuthError::MissingToken).and_then(|r| verifier.verify(r.token())) {
                 Err(error) => fail(error.to_string()),
                 Ok(fresh) if fresh.user_id != identity.user_id => fail("the token is for another user".to_owned()),
                 Ok(fresh) => {

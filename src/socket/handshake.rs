@@ -16,8 +16,7 @@ use crate::history::Cursor;
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, user_room, valid_product_id};
 use crate::stats::Stats;
 
-/// Most rooms a handshake may ask to resume; a socket is in at most three.
-const MAX_RESUME_ROOMS: usize = 3 + crate::config::MAX_PRODUCT_SUBSCRIPTIONS_CAP;
+use super::protocol::MAX_RESUME_ROOMS;
 
 /// Why a handshake was refused; the text is what the client sees in `connect_error`.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use crate::events::ProductState;
 use crate::history::{Cursor, LostReason};
 
 /// Sent once a socket is connected, caught up and in its rooms.
@@ -35,8 +37,61 @@ pub const SUBSCRIBE_PRODUCTS: &str = "subscribe:products";
 /// Client → server: `{productIds: [...]}`, leave those product rooms.
 pub const UNSUBSCRIBE_PRODUCTS: &str = "unsubscribe:products";
 
+/// The most rooms a handshake may ask to resume: the three fixed ones and the most product
+/// rooms a socket can be allowed.
+pub const MAX_RESUME_ROOMS: usize = 3 + crate::config::MAX_PRODUCT_SUBSCRIPTIONS_CAP;
+/// The most product ids one `subscribe:products` / `unsubscribe:products` may carry.
+pub const MAX_PRODUCT_IDS_PER_REQUEST: usize = 50;
+
+/// The handshake's `auth` payload (socket.io-client's `auth` option), read on every
+/// (re)connect.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct HandshakeAuth {
+    /// The JWT. Older clients may put it in the URL query (`?token=`) instead.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The last position seen in each room to resume (`{room: {epoch, seq}}`, at most
+    /// [`MAX_RESUME_ROOMS`] rooms): what was missed is replayed before `connection:success`.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_RESUME_ROOMS))]
+    pub positions: Option<BTreeMap<String, Cursor>>,
+}
+
+/// The payload of `subscribe:products` and `unsubscribe:products`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductIds {
+    /// 1 to 50 product ids, each 1 to 64 letters, digits, `-`, `_`, `.` or `:`, starting
+    /// with a letter or digit; repeats count once.
+    #[schemars(length(min = 1, max = MAX_PRODUCT_IDS_PER_REQUEST))]
+    #[schemars(extend("items" = {"type": "string", "pattern": crate::routing::PRODUCT_ID_PATTERN}))]
+    pub product_ids: Vec<String>,
+}
+
+/// The payload of `auth:refresh`: the fresh token, alone or as `{token}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AuthRefresh {
+    /// `{token}`.
+    Object {
+        /// A fresh JWT for the same user.
+        token: String,
+    },
+    /// The token alone.
+    Token(String),
+}
+
+impl AuthRefresh {
+    /// The token, however it was sent.
+    pub fn token(&self) -> &str {
+        match self {
+            AuthRefresh::Object { token } | AuthRefresh::Token(token) => token,
+        }
+    }
+}
+
 /// The `connection:success` payload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSuccess<'a> {
     /// This connection's Socket.IO id (a new one on every reconnect).
@@ -54,7 +109,7 @@ pub struct ConnectionSuccess<'a> {
 }
 
 /// How recovery of one room went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct RoomRecovery {
     /// Every missed envelope was replayed.
     pub recovered: bool,
@@ -77,7 +132,7 @@ impl RoomRecovery {
 }
 
 /// Why a room could not be recovered (or a message not written); the spelling clients see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryReason {
     /// The gap is older than the history's bounds.
@@ -113,7 +168,7 @@ impl From<LostReason> for RecoveryReason {
 }
 
 /// The answer to every subscribe / unsubscribe client event, through its ack.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Reply {
     /// Whether the request was done.
     pub ok: bool,
@@ -128,11 +183,12 @@ pub struct Reply {
     /// On `subscribe:products`: each product's latest known state, by product id, exactly
     /// as of the position given for its room (absent when nothing is known yet).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, ProductState>>")]
     pub snapshot: Option<BTreeMap<String, crate::history::State>>,
 }
 
 /// The answer to `auth:refresh`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Refreshed {
     /// Whether the fresh token was accepted.
@@ -146,7 +202,7 @@ pub struct Refreshed {
 }
 
 /// The `session:closing` payload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Closing {
     /// Why the server is disconnecting the socket.
     pub reason: &'static str,
@@ -169,7 +225,7 @@ impl Closing {
 }
 
 /// The `auth:expired` payload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Expired {
     /// What to do about it.
     pub reason: &'static str,

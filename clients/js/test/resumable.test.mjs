@@ -1,0 +1,240 @@
+// Unit tests of the resumable connection against a scripted socket (the end-to-end suite,
+// e2e/, runs it against the real bridge).
+import assert from "node:assert/strict";
+import { describe, mock, test } from "node:test";
+
+import { expiryOf, resumable } from "../dist/index.js";
+
+/** The part of socket.io-client's Socket the helper uses, driven by the test. */
+class ScriptedSocket {
+  constructor(url, options) {
+    this.url = url;
+    this.options = options;
+    this.handlers = new Map();
+    this.anyHandlers = [];
+    this.sent = [];
+    this.acks = new Map();
+    this.connects = 0;
+    this.disconnects = 0;
+    this.active = false;
+  }
+  on(event, fn) {
+    if (!this.handlers.has(event)) this.handlers.set(event, []);
+    this.handlers.get(event).push(fn);
+    return this;
+  }
+  once(event, fn) {
+    const wrapper = (...args) => {
+      this.off(event, wrapper);
+      fn(...args);
+    };
+    return this.on(event, wrapper);
+  }
+  off(event, fn) {
+    const list = this.handlers.get(event) ?? [];
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  }
+  onAny(fn) {
+    this.anyHandlers.push(fn);
+    return this;
+  }
+  connect() {
+    this.connects++;
+    return this;
+  }
+  disconnect() {
+    this.disconnects++;
+    this.fire("disconnect", "io client disconnect");
+    return this;
+  }
+  close() {
+    return this.disconnect();
+  }
+  emitWithAck(event, ...args) {
+    this.sent.push([event, ...args]);
+    const reply = this.acks.get(event);
+    return Promise.resolve(typeof reply === "function" ? reply(...args) : reply);
+  }
+  /** What the next handshake sends as `auth`. */
+  handshake() {
+    return new Promise((resolve) => this.options.auth(resolve));
+  }
+  /** A packet from the server: any-listeners first, as socket.io-client does. */
+  receive(event, payload) {
+    for (const fn of [...this.anyHandlers]) fn(event, payload);
+    this.fire(event, payload);
+  }
+  fire(event, ...args) {
+    for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args);
+  }
+}
+
+function open(token = "t0", options = {}) {
+  let socket;
+  const c = resumable("http://bridge", token, {
+    ...options,
+    socketFactory: (url, o) => (socket = new ScriptedSocket(url, o)),
+  });
+  return { c, socket };
+}
+
+const jwt = (claims) => `e30.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.sig`;
+const envelope = (id, room, epoch, seq, data = {}) => ({ id, type: "order.updated", occurredAt: "", data, position: { room, epoch, seq } });
+const hello = (positions, recovery = {}) => ({ socketId: "s", userId: "u", isAdmin: false, rooms: Object.keys(positions), positions, recovery });
+
+describe("resumable", () => {
+  test("hands back the last position of each room in every handshake", async () => {
+    const { c, socket } = open("tok");
+    assert.deepEqual(await socket.handshake(), { token: "tok", positions: {} });
+    socket.receive("connection:success", hello({ "user:u": { epoch: "e1", seq: 4 } }));
+    socket.receive("order:updated", envelope("o:0:5", "user:u", "e1", 5));
+    assert.deepEqual(await socket.handshake(), { token: "tok", positions: { "user:u": { epoch: "e1", seq: 5 } } });
+    assert.equal(c.positions["user:u"].seq, 5);
+  });
+
+  test("a gap in a room's seq reconnects (the handshake replays it) and keeps the old position", () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({ "user:u": { epoch: "e1", seq: 3 } }));
+    socket.receive("order:updated", envelope("o:0:9", "user:u", "e1", 5));
+    assert.equal(socket.disconnects, 1);
+    assert.equal(socket.connects, 1);
+    assert.deepEqual(c.positions["user:u"], { epoch: "e1", seq: 3 }, "resumes from before the gap");
+    // The replay then moves it on one by one.
+    socket.receive("order:updated", envelope("o:0:8", "user:u", "e1", 4));
+    socket.receive("order:updated", envelope("o:0:9", "user:u", "e1", 5));
+    assert.deepEqual(c.positions["user:u"], { epoch: "e1", seq: 5 });
+    assert.equal(socket.connects, 1, "no further reconnect");
+  });
+
+  test("a new epoch under a live connection resumes from its start", () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({ "user:u": { epoch: "e1", seq: 7 } }));
+    socket.receive("order:updated", envelope("o:0:1", "user:u", "e2", 1));
+    assert.deepEqual(c.positions["user:u"], { epoch: "e2", seq: 1 }, "seq 1 of a new epoch follows on");
+    socket.receive("order:updated", envelope("o:0:4", "user:u", "e3", 3));
+    assert.deepEqual(c.positions["user:u"], { epoch: "e3", seq: 0 }, "seqs 1 and 2 of e3 were missed: replay from 0");
+    assert.equal(socket.connects, 1);
+  });
+
+  test("sync:position ahead of the client resyncs; at or behind it does nothing", () => {
+    const { socket } = open();
+    socket.receive("connection:success", hello({ "admin:dashboard": { epoch: "e", seq: 2 } }));
+    socket.receive("sync:position", { room: "admin:dashboard", epoch: "e", seq: 2 });
+    assert.equal(socket.connects, 0);
+    socket.receive("sync:position", { room: "admin:dashboard", epoch: "e", seq: 3 });
+    assert.equal(socket.connects, 1);
+  });
+
+  test("each (event, id) reaches on() listeners once within the window; the socket sees every copy", () => {
+    const { c, socket } = open("t", { dedupWindow: 2 });
+    const got = [];
+    const raw = [];
+    c.on("order:updated", (e) => got.push(e.id));
+    c.on("order:updated", (e) => got.push(`second listener ${e.id}`));
+    c.on("admin:order:updated", (e) => got.push(`admin ${e.id}`));
+    socket.on("order:updated", (e) => raw.push(e.id));
+    socket.receive("order:updated", envelope("a", "user:u", "e", 1));
+    socket.receive("admin:order:updated", envelope("a", "admin:dashboard", "e", 1));
+    socket.receive("order:updated", envelope("a", "user:u", "e", 1)); // replayed copy
+    assert.deepEqual(got, ["a", "second listener a", "admin a"], "same id under another event is another envelope");
+    assert.deepEqual(raw, ["a", "a"]);
+    socket.receive("order:updated", envelope("b", "user:u", "e", 2));
+    socket.receive("order:updated", envelope("c", "user:u", "e", 3));
+    socket.receive("order:updated", envelope("a", "user:u", "e", 1)); // out of the 2-entry window
+    assert.deepEqual(got.slice(3).filter((x) => !x.startsWith("second")), ["b", "c", "a"]);
+  });
+
+  test("the token hook is asked before exp and the fresh token sent with auth:refresh", async () => {
+    mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+    try {
+      const now = () => Math.floor(Date.now() / 1000);
+      const tokens = [jwt({ sub: "u", exp: now() + 120 }), jwt({ sub: "u", exp: now() + 600 })];
+      let asked = 0;
+      const { socket } = open(() => tokens[asked++], { refreshBeforeExpirySeconds: 60 });
+      socket.acks.set("auth:refresh", () => ({ ok: true, expiresAt: now() + 600 }));
+      assert.equal((await socket.handshake()).token, tokens[0]);
+      socket.receive("connection:success", hello({}));
+      mock.timers.tick(59_000);
+      await new Promise(setImmediate);
+      assert.equal(socket.sent.length, 0, "not yet: 60 s before exp is at 60 s");
+      mock.timers.tick(1_000);
+      await new Promise(setImmediate);
+      assert.deepEqual(socket.sent, [["auth:refresh", { token: tokens[1] }]]);
+      assert.equal((await socket.handshake()).token, tokens[1], "reconnects use the fresh token");
+    } finally {
+      mock.timers.reset();
+    }
+  });
+
+  test("after auth:expired it reconnects with a fresh token from the hook", async () => {
+    let n = 0;
+    const { socket } = open(() => `token-${++n}`);
+    assert.equal((await socket.handshake()).token, "token-1");
+    socket.receive("connection:success", hello({}));
+    socket.receive("auth:expired", { reason: "token expired" });
+    socket.fire("disconnect", "io server disconnect");
+    assert.equal(socket.connects, 1, "reconnected");
+    assert.equal((await socket.handshake()).token, "token-2");
+  });
+
+  test("a static token is not retried after auth:expired", () => {
+    const { socket } = open("static");
+    socket.receive("auth:expired", { reason: "token expired" });
+    socket.fire("disconnect", "io server disconnect");
+    assert.equal(socket.connects, 0);
+  });
+
+  test("rooms not recovered are reported, per room and to onLost", () => {
+    const lost = [];
+    const { c, socket } = open("t", { onLost: (room, r) => lost.push(["option", room, r.reason]) });
+    c.onLost("product:p-1", (r) => lost.push(["room", r.reason]));
+    c.onLost("*", (r) => lost.push(["any", r.reason]));
+    socket.receive(
+      "connection:success",
+      hello(
+        { "product:p-1": { epoch: "e9", seq: 0 }, "user:u": { epoch: "e1", seq: 9 } },
+        {
+          "product:p-1": { recovered: false, replayed: 0, reason: "epoch-changed" },
+          "user:u": { recovered: true, replayed: 3 },
+        },
+      ),
+    );
+    assert.deepEqual(lost, [
+      ["option", "product:p-1", "epoch-changed"],
+      ["room", "epoch-changed"],
+      ["any", "epoch-changed"],
+    ]);
+    assert.deepEqual(c.positions["product:p-1"], { epoch: "e9", seq: 0 }, "continues from the new head");
+  });
+
+  test("request keeps joined rooms' positions and forgets left ones", async () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({ "user:u": { epoch: "e", seq: 1 } }));
+    socket.acks.set("subscribe:products", () => ({ ok: true, rooms: ["product:p", "user:u"], positions: { "product:p": { epoch: "x", seq: 4 } }, snapshot: { p: { stock: 3 } } }));
+    const reply = await c.subscribeProducts(["p"]);
+    assert.equal(reply.snapshot.p.stock, 3);
+    assert.deepEqual(socket.sent.at(-1), ["subscribe:products", { productIds: ["p"] }]);
+    assert.deepEqual(Object.keys(c.positions).sort(), ["product:p", "user:u"]);
+    socket.acks.set("unsubscribe:products", () => ({ ok: true, rooms: ["user:u"] }));
+    await c.unsubscribeProducts(["p"]);
+    assert.deepEqual(Object.keys(c.positions), ["user:u"]);
+  });
+
+  test("session:closing with reconnect comes back after the disconnect; without, stays away", () => {
+    const { socket } = open();
+    socket.receive("session:closing", { reason: "slow-consumer", reconnect: true });
+    socket.fire("disconnect", "io server disconnect");
+    assert.equal(socket.connects, 1);
+    socket.receive("session:closing", { reason: "too many client events" });
+    socket.fire("disconnect", "io server disconnect");
+    assert.equal(socket.connects, 1);
+  });
+
+  test("expiryOf reads exp from a JWT and nothing from other strings", () => {
+    assert.equal(expiryOf(jwt({ exp: 42 })), 42);
+    assert.equal(expiryOf("not-a-jwt"), undefined);
+    assert.equal(expiryOf("a.%%%.c"), undefined);
+  });
+});
