@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {
-  BRIDGE_BIN, bridgeEnv, connect, counters, producer, request, startBridge, startBroker, token, waitFor,
+  BRIDGE_BIN, bridgeEnv, connect, counters, producer, request, startBridge, startBroker, token, waitFor, checkRecord, checkedRecords,
 } from "./harness.mjs";
 
 const TOPICS = ["order.created", "order.updated", "order.cancelled", "inventory.updated", "product.created", "product.updated", "realtime-bridge.dlq"];
@@ -133,11 +133,12 @@ describe("bridge against a Kafka broker process", () => {
 
   test("a garbage record between two good ones does not stop them, and order is kept", async () => {
     const c = await open(bridge.url, { auth: { token: token("carol") } });
-    await kafka.send("order.updated", [
-      { orderId: "C-1", buyerId: "carol", status: "paid" },
-      "{ this is not json",
-      { orderId: "C-2", buyerId: "carol" }, // status missing: invalid too
-      { orderId: "C-3", buyerId: "carol", status: "shipped" },
+    const json = (v) => JSON.stringify(v);
+    await kafka.sendRaw("order.updated", [
+      { value: json({ orderId: "C-1", buyerId: "carol", status: "paid" }) },
+      { value: "{ this is not json" },
+      { value: json({ orderId: "C-2", buyerId: "carol" }), invalid: true }, // status missing: invalid too
+      { value: json({ orderId: "C-3", buyerId: "carol", status: "shipped" }) },
     ]);
     await waitFor(() => c.of("order:updated").length === 2, { what: "carol's two good events" });
     assert.deepEqual(c.of("order:updated").map((e) => e.payload.data.orderId), ["C-1", "C-3"]);
@@ -217,4 +218,14 @@ describe("development mode with nothing configured", () => {
   });
 
 
+});
+
+describe("the suite's records and the published record schemas", () => {
+  test("the schemas say what the bridge accepts, and the records above were checked against them", () => {
+    assert.throws(() => checkRecord("order.shipped", JSON.stringify({ orderId: "1", buyerId: "u" })), /refuses/, "status missing");
+    checkRecord("order.shipped", JSON.stringify({ orderId: "1", buyerId: "u" }), { invalid: true });
+    assert.throws(() => checkRecord("order.cancelled", JSON.stringify({ orderId: "1", buyerId: "u" }), { invalid: true }), /accepts/);
+    checkRecord("product.created", JSON.stringify({ productId: 5, name: "Mug" }));
+    assert.ok(checkedRecords.count >= 20, `checked ${checkedRecords.count} records`);
+  });
 });

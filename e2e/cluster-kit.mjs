@@ -1,7 +1,7 @@
 // Shared by the multi-node suites (cluster, drain): two nodes of one group, resumable
 // clients that record what they get, order streams per user, and the tally of what arrived.
 import { counters, startBridge, token, waitFor } from "./harness.mjs";
-import { resumable } from "./resumable.mjs";
+import { resumable } from "@realtime-bridge/client";
 
 export const DLQ = "realtime-bridge.dlq";
 export const PARTITIONS = 4;

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import {
   bridgeEnv, counters, producer, startBridge, startBroker, startProxy, startRedis, token, waitFor,
 } from "./harness.mjs";
-import { resumable } from "./resumable.mjs";
+import { resumable } from "@realtime-bridge/client";
 import { DLQ, PARTITIONS, client, expected, portOf, prefix, send, settled, stream, tally, twoNodes } from "./cluster-kit.mjs";
 
 const percentile = (xs, p) => xs.length ? [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : NaN;

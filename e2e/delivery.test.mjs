@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import {
   bridgeEnv, connect, counters, freePort, producer, readTopic, startBridge, startBroker, startProxy, startRedis, token, waitFor,
 } from "./harness.mjs";
-import { resumable } from "./resumable.mjs";
+import { resumable } from "@realtime-bridge/client";
 
 const DLQ = "realtime-bridge.dlq";
 const portOf = (url) => Number(new URL(url).port);
@@ -141,7 +141,7 @@ describe("no event lost", () => {
     await kafka.sendRaw("order.poison", [
       { value: JSON.stringify({ orderId: "P-1", buyerId: "pat", status: "paid" }) },
       { key: "k-json", value: "{ not json" },
-      { key: "k-field", value: JSON.stringify({ orderId: "P-x", buyerId: "pat" }) },
+      { key: "k-field", value: JSON.stringify({ orderId: "P-x", buyerId: "pat" }), invalid: true },
       { value: huge },
       { value: JSON.stringify({ orderId: "P-2", buyerId: "pat", status: "shipped" }) },
     ]);

@@ -8,6 +8,7 @@ import net from "node:net";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import Ajv from "ajv";
 import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { io } from "socket.io-client";
 import { makeCerts } from "./certs.mjs";
@@ -342,6 +343,38 @@ export function request(client, event) {
   return client.socket.timeout(5000).emitWithAck(event);
 }
 
+// Every record the suite produces is checked against the published record schema of its
+// topic (schemas/, generated from the service's types): a record a test means as an event
+// must validate, and one marked `invalid: true` (a test of the dead-letter path) must not —
+// so the schemas producer teams validate with say what the bridge accepts.
+const schemaValidator = new Ajv({ allErrors: true, allowUnionTypes: true });
+const recordSchemas = new Map();
+function recordSchemaFile(topic) {
+  const [family, action] = topic.split(".");
+  if (family === "order") return ["created", "cancelled"].includes(action) ? topic : "order.updated";
+  return ["inventory.updated", "product.created", "product.updated"].includes(topic) ? topic : null;
+}
+/** Throws when the schema's verdict on `value` is not what the test means. */
+export function checkRecord(topic, value, { invalid = false } = {}) {
+  const file = recordSchemaFile(topic);
+  if (!file || value === null || value === undefined) return;
+  let parsed;
+  try {
+    parsed = JSON.parse(Buffer.isBuffer(value) ? value.toString("utf8") : value);
+  } catch {
+    return; // not JSON: no schema can accept it, nor does the bridge
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return;
+  if (!recordSchemas.has(file)) recordSchemas.set(file, schemaValidator.compile(JSON.parse(readFileSync(path.join(here, "..", "schemas", `${file}.json`), "utf8"))));
+  const validate = recordSchemas.get(file);
+  const valid = validate(parsed);
+  if (!valid && !invalid) throw new Error(`a record for ${topic} that schemas/${file}.json refuses (${schemaValidator.errorsText(validate.errors)}); mark it {invalid: true} if that is the point`);
+  if (valid && invalid) throw new Error(`a record for ${topic} marked invalid that schemas/${file}.json accepts: the schema is looser than the test thinks`);
+  checkedRecords.count++;
+}
+/** How many records the schemas were checked against (tests assert it is not zero). */
+export const checkedRecords = { count: 0 };
+
 /** A connected kafkajs producer. */
 export async function producer(brokers) {
   const kafka = new Kafka({ clientId: "e2e", brokers: [brokers], logLevel: logLevel.NOTHING });
@@ -350,14 +383,16 @@ export async function producer(brokers) {
   return {
     /** Sends raw values (strings or objects) to one partition of a topic, in order. */
     async send(topic, values, partition = 0) {
+      for (const v of values) checkRecord(topic, typeof v === "string" ? v : JSON.stringify(v));
       await p.send({
         topic,
         messages: values.map((v) => ({ partition, value: typeof v === "string" ? v : JSON.stringify(v) })),
       });
     },
-    /** Sends records with keys and headers as given: [{ key, value, headers }]. */
+    /** Sends records with keys and headers as given: [{ key, value, headers, invalid? }]. */
     async sendRaw(topic, messages, partition = 0) {
-      await p.send({ topic, messages: messages.map((m) => ({ partition, ...m })) });
+      for (const m of messages) checkRecord(topic, m.value, m);
+      await p.send({ topic, messages: messages.map(({ invalid: _, ...m }) => ({ partition, ...m })) });
     },
     disconnect: () => p.disconnect(),
   };

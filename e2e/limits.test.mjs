@@ -3,7 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { resumable } from "./resumable.mjs";
+import { resumable } from "@realtime-bridge/client";
 import {
   JWT_SECRET, bridgeEnv, connect, counters, producer, request, startBridge, startBroker, token, waitFor, within,
 } from "./harness.mjs";

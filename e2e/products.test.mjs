@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { bridgeEnv, connect, counters, producer, startBridge, startBroker, token, waitFor } from "./harness.mjs";
-import { resumable } from "./resumable.mjs";
+import { resumable } from "@realtime-bridge/client";
 import { twoNodes, prefix } from "./cluster-kit.mjs";
 
 const TOPICS = ["inventory.updated", "product.updated", "realtime-bridge.dlq"];

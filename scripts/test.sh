@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs the Rust
 # unit and integration tests and the end-to-end suite (real binary + Apache Kafka broker
-# process + the official socket.io-client + schemathesis against the served OpenAPI document).
+# process + the official socket.io-client + schemathesis against the served OpenAPI document),
+# and the TypeScript client package with the AsyncAPI contract it is generated from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -64,6 +65,10 @@ echo "Apache Kafka $KAFKA_VERSION ($(ls "$KAFKA_LIB" | wc -l) jars)"
 java -version 2>&1 | head -1
 node --version
 "$SCHEMATHESIS_BIN" --version
+
+step "the TypeScript client (clients/js): generated files current, type-checked, unit-tested, packed and installed"
+# Before e2e/'s install: the end-to-end suite uses this package (file:../clients/js), built here.
+(cd clients/js && npm ci --no-audit --no-fund --prefer-offline && npm test)
 
 step "node packages (e2e/)"
 (cd e2e && npm ci --no-audit --no-fund --prefer-offline)

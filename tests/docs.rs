@@ -1,15 +1,21 @@
 //! The documentation is complete and shows the code that is tested.
 
-/// The client helper in the client protocol page is exactly `e2e/resumable.mjs`, which the
-/// end-to-end suite uses.
+/// The client protocol page points to the client package the end-to-end suite uses, and
+/// no longer carries a copy of a helper that could drift from it.
 #[test]
-fn the_documented_client_helper_is_the_tested_one() {
+fn the_client_page_points_to_the_tested_package() {
     let page = include_str!("../docs/client-protocol.md");
-    let helper = include_str!("../e2e/resumable.mjs");
-    let code = &helper[helper.find("import { io }").expect("the helper imports socket.io-client")..];
+    let package = include_str!("../clients/js/package.json");
+    let e2e = include_str!("../e2e/package.json");
+    assert!(package.contains("\"name\": \"@realtime-bridge/client\""));
     assert!(
-        page.contains(code.trim_end()),
-        "docs/client-protocol.md's helper differs from e2e/resumable.mjs: copy the file's code into the page"
+        e2e.contains("\"@realtime-bridge/client\": \"file:../clients/js\""),
+        "the e2e suite uses the package"
+    );
+    assert!(page.contains("[`clients/js`](../clients/js)"), "the page points to the package");
+    assert!(
+        !page.contains("export function resumable"),
+        "no second copy of the helper in the docs"
     );
 }
 
