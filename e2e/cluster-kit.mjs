@@ -19,7 +19,7 @@ export function client(url, user, event, transports = ["websocket"]) {
   const unique = () => [...new Set(got.map((g) => g.orderId))];
   // Told in a connection:success that its room could not be recovered.
   const toldLost = () => hellos.some((h) => h.recovery?.[`user:${user}`]?.recovered === false);
-  return { ...c, user, got, hellos, unique, toldLost };
+  return Object.assign(c, { user, got, hellos, unique, toldLost });
 }
 
 /** Has its user's first `n` events, or was told they cannot all be recovered. */

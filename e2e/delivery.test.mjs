@@ -18,7 +18,7 @@ function recordingClient(url, tok, options = {}) {
   const events = [];
   c.socket.onAny((name, payload) => events.push({ name, payload }));
   const of = (name) => events.filter((e) => e.name === name);
-  return { ...c, events, of, hellos: () => of("connection:success").map((e) => e.payload) };
+  return Object.assign(c, { events, of, hellos: () => of("connection:success").map((e) => e.payload) });
 }
 
 const orderIds = (client, event = "order:updated") => client.of(event).map((e) => e.payload.data.orderId);

@@ -74,6 +74,10 @@ export class Resumable {
 
   constructor(url: string, token: TokenSource, options: ResumableOptions = {}) {
     const { onLost: _l, onRefreshError: _e, refreshBeforeExpirySeconds: _r, dedupWindow: _d, socketFactory, ...socketOptions } = options;
+    // Bound, so that `const { socket, request } = resumable(…)` works as with a plain object.
+    for (const method of ["on", "onLost", "request", "subscribeProducts", "unsubscribeProducts", "refresh", "close"] as const) {
+      (this as Record<string, unknown>)[method] = (this[method] as (...args: unknown[]) => unknown).bind(this);
+    }
     this.#token = token;
     this.#current = typeof token === "string" ? token : undefined;
     this.#options = options;

@@ -222,6 +222,16 @@ describe("resumable", () => {
     assert.deepEqual(Object.keys(c.positions), ["user:u"]);
   });
 
+  test("its methods work detached, and copied with the object's fields", async () => {
+    const { c, socket } = open();
+    const { request, positions } = c;
+    socket.acks.set("subscribe:inventory", () => ({ ok: true, rooms: ["inventory:updates"], positions: { "inventory:updates": { epoch: "e", seq: 2 } } }));
+    assert.equal((await request("subscribe:inventory")).ok, true);
+    assert.deepEqual(positions["inventory:updates"], { epoch: "e", seq: 2 });
+    const copy = { ...c, extra: 1 };
+    assert.equal((await copy.request("subscribe:inventory")).ok, true);
+  });
+
   test("session:closing with reconnect comes back after the disconnect; without, stays away", () => {
     const { socket } = open();
     socket.receive("session:closing", { reason: "slow-consumer", reconnect: true });
