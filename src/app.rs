@@ -47,6 +47,7 @@ pub struct App {
     memory_history: Option<Arc<MemoryHistory>>,
     redis: Option<Links>,
     limiter: Arc<socket::Limiter>,
+    expiries: Arc<socket::Expiries>,
     health: Arc<Health>,
     faults: Arc<Faults>,
     brokers: String,
@@ -76,7 +77,8 @@ impl App {
             stats: stats.clone(),
             health: health.clone(),
         };
-        let (attach_sockets, hub, redis) = socket_server(&config, admission, &verifier, &stats, &history, &gate, redis)?;
+        let expiries = Arc::new(socket::Expiries::default());
+        let (attach_sockets, hub, redis) = socket_server(&config, admission, &verifier, &stats, &history, &gate, &expiries, redis)?;
 
         let rules = RoutingRules {
             low_stock_threshold: config.low_stock_threshold,
@@ -142,6 +144,7 @@ impl App {
             memory_history,
             redis,
             limiter,
+            expiries,
             health,
             faults,
             brokers,
@@ -182,6 +185,7 @@ impl App {
             memory_history,
             redis,
             limiter,
+            expiries,
             health,
             faults,
             brokers,
@@ -193,6 +197,14 @@ impl App {
         let consumer_stop = CancellationToken::new();
         let consumer = spawn_consumer(&supervisor, consumer, sinks, &config, (&brokers, &client), &health, &consumer_stop);
         spawn_housekeeping(&supervisor, &config, redis, memory_history, limiter, faults, &health, &shutdown);
+        // Disconnects sockets whose token expired (one task for all of them).
+        supervisor.spawn("token-expiry", {
+            let shutdown = shutdown.clone();
+            async move {
+                expiries.run(shutdown).await;
+                Ok(())
+            }
+        });
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let stop = shutdown.clone();
@@ -271,6 +283,7 @@ fn socket_server(
     stats: &Arc<Stats>,
     history: &Arc<dyn History>,
     gate: &Arc<Gate>,
+    expiries: &Arc<socket::Expiries>,
     redis: Option<RedisHistory>,
 ) -> anyhow::Result<(AttachSockets, Arc<dyn Hub>, Option<Links>)> {
     let builder = SocketIo::builder()
@@ -288,7 +301,8 @@ fn socket_server(
         .with_state(verifier.clone())
         .with_state(stats.clone())
         .with_state(history.clone())
-        .with_state(gate.clone());
+        .with_state(gate.clone())
+        .with_state(expiries.clone());
     Ok(match redis.zip(config.redis_url.as_deref()) {
         Some((history, url)) => {
             let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,21 @@ pub struct Client {
     ws: WebSocketStream<TcpStream>,
 }
 
+/// The headers a desktop Chrome adds to a socket.io-client WebSocket handshake (besides
+/// those tungstenite writes: host, upgrade, connection, key, version).
+const BROWSER_HEADERS: [(&str, &str); 7] = [
+    ("origin", "https://shop.example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    ),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7"),
+    ("cache-control", "no-cache"),
+    ("pragma", "no-cache"),
+    ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+];
+
 /// The marker the tool puts before each event number.
 const MARKERS: [&str; 3] = ["\"orderId\":\"L", "\"productId\":\"L", "\"sku\":\"L"];
 
@@ -56,7 +72,15 @@ impl Client {
         // Small buffers: a load client only reads short text frames.
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
         let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", t.server);
-        let (ws, _) = client_async_with_config(url, stream, Some(config))
+        let mut request = url.into_client_request()?;
+        // What Chrome sends with a socket.io-client WebSocket, so that what the server keeps
+        // of a request head is measured as browsers make it.
+        for (name, value) in BROWSER_HEADERS {
+            request
+                .headers_mut()
+                .insert(name, tokio_tungstenite::tungstenite::http::HeaderValue::from_static(value));
+        }
+        let (ws, _) = client_async_with_config(request, stream, Some(config))
             .await
             .context("WebSocket handshake")?;
         let mut c = Client { ws };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
 use super::gate::Gate;
@@ -21,7 +21,7 @@ use super::protocol::{
     UNSUBSCRIBE_ADMIN, UNSUBSCRIBE_INVENTORY, UNSUBSCRIBE_PRODUCTS,
 };
 use super::replay;
-use super::session::{self, Session};
+use super::session::Expiries;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::history::History;
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, product_room, user_room, valid_product_id};
@@ -41,26 +41,21 @@ const RATE_LIMITED: &str = "rate limited: too many client events";
 pub(super) async fn on_connect<A: Adapter>(
     s: SocketRef<A>,
     Extension(identity): Extension<Identity>,
-    Extension(resume): Extension<Resume>,
     State(stats): State<Arc<Stats>>,
     State(history): State<Arc<dyn History>>,
     State(gate): State<Arc<Gate>>,
     State(limiter): State<Arc<Limiter>>,
-    Extension(session): Extension<Arc<Session>>,
+    State(expiries): State<Arc<Expiries>>,
 ) {
     stats.connected();
     tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
-    s.on(SUBSCRIBE_INVENTORY, subscribe_inventory::<A>);
-    s.on(UNSUBSCRIBE_INVENTORY, unsubscribe_inventory::<A>);
-    s.on(SUBSCRIBE_ADMIN, subscribe_admin::<A>);
-    s.on(UNSUBSCRIBE_ADMIN, unsubscribe_admin::<A>);
-    s.on(SUBSCRIBE_ORDERS, subscribe_orders::<A>);
-    s.on(SUBSCRIBE_PRODUCTS, subscribe_products::<A>);
-    s.on(UNSUBSCRIBE_PRODUCTS, unsubscribe_products::<A>);
-    s.on(AUTH_REFRESH, refresh::<A>);
-    s.on_fallback(unknown_event::<A>);
+    // One handler for every client event, dispatching by name (`on_event`): a handler
+    // registered per event name costs each socket a map entry.
+    s.on_fallback(on_event::<A>);
     s.on_disconnect(on_disconnect::<A>);
-    tokio::spawn(session::expire(s.clone(), session));
+    expiries.watch(&s, identity.expires_at);
+    // Taken, not copied: the positions are needed once, not for the socket's life.
+    let resume = s.extensions.remove::<Resume>().unwrap_or_default();
 
     let mut join = vec![user_room(&identity.user_id)];
     let mut refused = BTreeMap::new();
@@ -117,23 +112,46 @@ pub(super) async fn on_connect<A: Adapter>(
     replay::announce_heads(&s, &resumed.unsettled);
 }
 
-/// `subscribe:inventory`: joins `inventory:updates` (any signed-in user).
-async fn subscribe_inventory<A: Adapter>(
+/// Every client event. Each spends one unit of the socket's client-event budget (an
+/// unknown one too: parsing it cost something).
+// A socketioxide handler: each argument is an extractor, not a parameter callers pass.
+#[allow(clippy::too_many_arguments)]
+async fn on_event<A: Adapter>(
     s: SocketRef<A>,
+    Event(event): Event,
     ack: AckSender<A>,
+    TryData(data): TryData<serde_json::Value>,
     Extension(budget): Extension<Arc<EventBudget>>,
+    Extension(identity): Extension<Identity>,
     State(history): State<Arc<dyn History>>,
     State(gate): State<Arc<Gate>>,
+    State(limiter): State<Arc<Limiter>>,
+    State(expiries): State<Arc<Expiries>>,
+    State(verifier): State<Arc<Verifier>>,
 ) {
-    if let Err(error) = spend(&s, &budget) {
-        return reply(&s, ack, Some(error));
+    let data = data.ok();
+    let history = history.as_ref();
+    match event.as_str() {
+        SUBSCRIBE_INVENTORY => subscribe_inventory(&s, ack, &budget, history, &gate).await,
+        UNSUBSCRIBE_INVENTORY => leave_and_reply(&s, ack, &budget, INVENTORY_ROOM),
+        SUBSCRIBE_ADMIN => subscribe_admin(&s, ack, &identity, &budget, history, &gate).await,
+        UNSUBSCRIBE_ADMIN => leave_and_reply(&s, ack, &budget, ADMIN_ROOM),
+        SUBSCRIBE_ORDERS => subscribe_orders(&s, ack, &budget),
+        SUBSCRIBE_PRODUCTS => subscribe_products(&s, ack, data, &budget, history, &gate, &limiter).await,
+        UNSUBSCRIBE_PRODUCTS => unsubscribe_products(&s, ack, data, &budget),
+        AUTH_REFRESH => refresh(&s, ack, data, &identity, &budget, &expiries, &verifier),
+        _ => {
+            let _ = spend(&s, &budget);
+        }
     }
-    join_and_reply(&s, ack, history.as_ref(), &gate, INVENTORY_ROOM).await;
 }
 
-/// `unsubscribe:inventory`: leaves `inventory:updates`.
-async fn unsubscribe_inventory<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
-    leave_and_reply(&s, ack, &budget, INVENTORY_ROOM);
+/// `subscribe:inventory`: joins `inventory:updates` (any signed-in user).
+async fn subscribe_inventory<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, budget: &EventBudget, history: &dyn History, gate: &Gate) {
+    if let Err(error) = spend(s, budget) {
+        return reply(s, ack, Some(error));
+    }
+    join_and_reply(s, ack, history, gate, INVENTORY_ROOM).await;
 }
 
 /// The ack's reasons for a refused `subscribe:products` / `unsubscribe:products`.
@@ -162,28 +180,28 @@ fn product_ids(data: Option<serde_json::Value>) -> Result<Vec<String>, &'static 
 /// user); the ack carries each room's position and each product's latest state, read
 /// together under the gate (see `replay::join_with_snapshots`).
 async fn subscribe_products<A: Adapter>(
-    s: SocketRef<A>,
+    s: &SocketRef<A>,
     ack: AckSender<A>,
-    TryData(data): TryData<serde_json::Value>,
-    Extension(budget): Extension<Arc<EventBudget>>,
-    State(history): State<Arc<dyn History>>,
-    State(gate): State<Arc<Gate>>,
-    State(limiter): State<Arc<Limiter>>,
+    data: Option<serde_json::Value>,
+    budget: &EventBudget,
+    history: &dyn History,
+    gate: &Gate,
+    limiter: &Limiter,
 ) {
-    if let Err(error) = spend(&s, &budget) {
-        return reply(&s, ack, Some(error));
+    if let Err(error) = spend(s, budget) {
+        return reply(s, ack, Some(error));
     }
-    let ids = match product_ids(data.ok()) {
+    let ids = match product_ids(data) {
         Ok(ids) => ids,
-        Err(error) => return reply(&s, ack, Some(error)),
+        Err(error) => return reply(s, ack, Some(error)),
     };
     let rooms: Vec<String> = ids.iter().map(|id| product_room(id)).collect();
-    let current: Vec<String> = room_names(&s).into_iter().filter(|r| r.starts_with(PRODUCT_ROOM_PREFIX)).collect();
+    let current: Vec<String> = room_names(s).into_iter().filter(|r| r.starts_with(PRODUCT_ROOM_PREFIX)).collect();
     let adding = rooms.iter().filter(|r| !current.contains(r)).count();
     if current.len() + adding > limiter.max_product_subscriptions() {
-        return reply(&s, ack, Some(TOO_MANY_PRODUCTS));
+        return reply(s, ack, Some(TOO_MANY_PRODUCTS));
     }
-    let joined = replay::join_with_snapshots(&s, history.as_ref(), &gate, &rooms).await;
+    let joined = replay::join_with_snapshots(s, history, gate, &rooms).await;
     let snapshot = joined
         .states
         .iter()
@@ -196,49 +214,44 @@ async fn subscribe_products<A: Adapter>(
         Reply {
             ok: true,
             error: None,
-            rooms: room_names(&s),
+            rooms: room_names(s),
             positions: joined.positions.clone(),
             snapshot: Some(snapshot),
         },
     );
     drop(joined.guard);
-    replay::announce_heads(&s, &joined.moved);
+    replay::announce_heads(s, &joined.moved);
 }
 
 /// `unsubscribe:products` `{productIds}`: leaves those product rooms.
-async fn unsubscribe_products<A: Adapter>(
-    s: SocketRef<A>,
-    ack: AckSender<A>,
-    TryData(data): TryData<serde_json::Value>,
-    Extension(budget): Extension<Arc<EventBudget>>,
-) {
-    let error = match spend(&s, &budget).and_then(|()| product_ids(data.ok())) {
+fn unsubscribe_products<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, data: Option<serde_json::Value>, budget: &EventBudget) {
+    let error = match spend(s, budget).and_then(|()| product_ids(data)) {
         Ok(ids) => {
             s.leave(ids.iter().map(|id| product_room(id)).collect::<Vec<_>>());
             None
         }
         Err(error) => Some(error),
     };
-    reply(&s, ack, error);
+    reply(s, ack, error);
 }
 
 /// `subscribe:admin`: joins `admin:dashboard`, admins only.
 async fn subscribe_admin<A: Adapter>(
-    s: SocketRef<A>,
+    s: &SocketRef<A>,
     ack: AckSender<A>,
-    Extension(id): Extension<Identity>,
-    Extension(budget): Extension<Arc<EventBudget>>,
-    State(history): State<Arc<dyn History>>,
-    State(gate): State<Arc<Gate>>,
+    id: &Identity,
+    budget: &EventBudget,
+    history: &dyn History,
+    gate: &Gate,
 ) {
-    if let Err(error) = spend(&s, &budget) {
-        return reply(&s, ack, Some(error));
+    if let Err(error) = spend(s, budget) {
+        return reply(s, ack, Some(error));
     }
     if !id.is_admin {
         tracing::info!(sid = %s.id, user = %id.user_id, "subscribe:admin refused: not an admin");
-        return reply(&s, ack, Some("forbidden: admin role required"));
+        return reply(s, ack, Some("forbidden: admin role required"));
     }
-    join_and_reply(&s, ack, history.as_ref(), &gate, ADMIN_ROOM).await;
+    join_and_reply(s, ack, history, gate, ADMIN_ROOM).await;
     // `auth:refresh` with a non-admin token may have run while this joined (it read the
     // identity before): the identity now decides. Refresh stores the new identity before
     // leaving the room, so one of the two always sees it.
@@ -248,43 +261,40 @@ async fn subscribe_admin<A: Adapter>(
     }
 }
 
-/// `unsubscribe:admin`: leaves `admin:dashboard`.
-async fn unsubscribe_admin<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
-    leave_and_reply(&s, ack, &budget, ADMIN_ROOM);
-}
-
 /// `subscribe:orders`, kept for clients written against older bridges: order events
 /// already reach `user:<sub>`, so it only answers.
-async fn subscribe_orders<A: Adapter>(s: SocketRef<A>, ack: AckSender<A>, Extension(budget): Extension<Arc<EventBudget>>) {
-    let error = spend(&s, &budget).err();
-    reply(&s, ack, error);
+fn subscribe_orders<A: Adapter>(s: &SocketRef<A>, ack: AckSender<A>, budget: &EventBudget) {
+    let error = spend(s, budget).err();
+    reply(s, ack, error);
 }
 
 /// `auth:refresh` with `{token}` (or the token as a string): verified like a handshake
 /// token; it must name the same user. The socket then lives until the new `exp`.
-async fn refresh<A: Adapter>(
-    s: SocketRef<A>,
+fn refresh<A: Adapter>(
+    s: &SocketRef<A>,
     ack: AckSender<A>,
-    TryData(data): TryData<AuthRefresh>,
-    Extension(identity): Extension<Identity>,
-    Extension(budget): Extension<Arc<EventBudget>>,
-    Extension(session): Extension<Arc<Session>>,
-    State(verifier): State<Arc<Verifier>>,
+    data: Option<serde_json::Value>,
+    identity: &Identity,
+    budget: &EventBudget,
+    expiries: &Expiries,
+    verifier: &Verifier,
 ) {
     let fail = |error: String| Refreshed {
         ok: false,
         error: Some(error),
         expires_at: None,
     };
-    let answer = match spend(&s, &budget) {
+    let answer = match spend(s, budget) {
         Err(error) => fail(error.to_owned()),
         Ok(()) => {
-            match data.ok().ok_or(AuthError::MissingToken).and_then(|r| verifier.verify(r.token())) {
+            let request = data.and_then(|d| serde_json::from_value::<AuthRefresh>(d).ok());
+            match request.ok_or(AuthError::MissingToken).and_then(|r| verifier.verify(r.token())) {
                 Err(error) => fail(error.to_string()),
                 Ok(fresh) if fresh.user_id != identity.user_id => fail("the token is for another user".to_owned()),
+                // Expired meanwhile: it is being disconnected already.
+                Ok(fresh) if !expiries.refresh(s.id, fresh.expires_at) => fail(AuthError::Expired.to_string()),
                 Ok(fresh) => {
                     let demoted = !fresh.is_admin;
-                    session.refresh(fresh.expires_at);
                     let expires_at = fresh.expires_at;
                     // The identity first, then the room: a concurrent `subscribe:admin`
                     // checks the identity after joining (see there).
@@ -305,19 +315,13 @@ async fn refresh<A: Adapter>(
     let _ = ack.send(&answer);
 }
 
-/// Any other event: nobody listens, but parsing it cost something, so it counts against
-/// the budget too.
-async fn unknown_event<A: Adapter>(s: SocketRef<A>, Extension(budget): Extension<Arc<EventBudget>>) {
-    let _ = spend(&s, &budget);
-}
-
 async fn on_disconnect<A: Adapter>(
     s: SocketRef<A>,
     reason: DisconnectReason,
     State(stats): State<Arc<Stats>>,
-    Extension(session): Extension<Arc<Session>>,
+    State(expiries): State<Arc<Expiries>>,
 ) {
-    session.close();
+    expiries.forget(s.id);
     // Frees the user's connection slot now rather than when the last handle goes.
     drop(s.extensions.remove::<Arc<Slot>>());
     stats.disconnected(&reason.to_string());

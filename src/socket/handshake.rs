@@ -9,7 +9,6 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::limits::{LimitError, Limiter};
-use super::session::Session;
 use super::slow;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::history::Cursor;
@@ -68,7 +67,6 @@ pub(super) async fn authenticate<A: Adapter>(
     });
     match result {
         Ok((identity, resume, slot)) => {
-            s.extensions.insert(Session::new(identity.expires_at));
             s.extensions.insert(identity);
             s.extensions.insert(resume);
             s.extensions.insert(Arc::new(slot));

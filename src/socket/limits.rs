@@ -14,6 +14,9 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 use crate::config::ClientLimits;
 
+/// The header a trusted proxy names the client in (lower case, as HTTP/2 and `http` spell it).
+pub(super) const FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// Refused client events after which a socket is disconnected as abusive...
 pub(crate) const ABUSE_STRIKES: u32 = 50;
 /// ...when they all fall within this window: strikes expire, so a well-behaved client that
@@ -247,7 +250,7 @@ impl Limiter {
         }
         let last = parts
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(FORWARDED_FOR)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .next_back();

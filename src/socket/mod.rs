@@ -28,6 +28,7 @@ pub mod slow;
 pub use admission::{Admission, admit};
 pub use head::detach_head;
 pub use limits::Limiter;
+pub(crate) use session::Expiries;
 
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
