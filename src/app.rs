@@ -276,6 +276,7 @@ impl App {
 /// The Socket.IO server, with its state and limits. With Redis, room broadcasts and
 /// cluster queries go through the Redis adapter, and the namespace exists once its channels
 /// are subscribed (see [`Links::run`]); alone, it is registered here.
+#[allow(clippy::too_many_arguments)] // each is state the socket handlers extract; a struct would only rename them
 fn socket_server(
     config: &Config,
     admission: socket::Admission,
