@@ -76,6 +76,11 @@ step "node packages (e2e/)"
 step "Rust unit and integration tests (and the load tool's smoke run, load/tests/smoke.rs)"
 cargo test --locked --workspace --features realtime-bridge/fault-injection
 
+step "the patched dependencies' own tests (vendor/PATCHES.md)"
+for crate in engineioxide-core engineioxide; do
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo test --all-features --manifest-path "vendor/$crate/Cargo.toml"
+done
+
 step "end-to-end suite"
 # `cargo test` above built the binary for the integration tests; the suite drives that one.
 export BRIDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/realtime-bridge"
