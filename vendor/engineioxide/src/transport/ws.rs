@@ -82,7 +82,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         match res {
             Ok(_) => {
                 #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
+                tracing::debug!(?sid, "ws set up")
             }
             Err(Error::MultipleWebsocketRequests) => {}
             Err(_e) => {
@@ -102,7 +102,8 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 ///
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
-/// Read packets from the websocket and handle them, it will block until the connection is closed
+/// Then reads packets from the websocket and handles them in a task of its own until the
+/// connection is closed; this future ends once the connection is set up.
 #[cfg_attr(
     feature = "tracing",
     tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
@@ -169,7 +170,22 @@ where
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
 
-    // pipe between internal socket channel and websocket
+    // Pipe between internal socket channel and websocket, in a task of its own: this
+    // future ends here, and with it everything the handshake and upgrade paths needed (a
+    // task's allocation is as large as its largest state, for the life of the task).
+    tokio::spawn(read_until_closed(engine, rx, socket));
+    Ok(())
+}
+
+/// Reads packets from the websocket until it closes or the session is closed, then closes
+/// the session with the reason.
+async fn read_until_closed<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    rx: SplitStream<WebSocketStream<S>>,
+    socket: Arc<Socket<H::Data>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     match forward_to_handler(&engine, rx, &socket)
         .with_cancellation_token(&socket.cancellation_token)
         .await
@@ -192,7 +208,6 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
