@@ -67,7 +67,6 @@ use std::{
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
-use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
@@ -307,22 +306,26 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let cancellation_token = self.cancellation_token.clone();
-
-        tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+        // One future, not nested in owned-cancellation and inspect adapters: the task lives
+        // as long as the connection, and its allocation is the size of its future.
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = self.cancellation_token.cancelled() => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(aborted = true, "heartbeat job completed");
+                }
+                res = self.heartbeat_job(interval, timeout) => {
+                    if let Err(_e) = res {
                         self.close(DisconnectReason::HeartbeatTimeout);
                         #[cfg(feature = "tracing")]
                         tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
                     }
-                })
-                .inspect(|_v| {
                     #[cfg(feature = "tracing")]
-                    tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
-                }),
-        );
+                    tracing::debug!(aborted = false, "heartbeat job completed");
+                }
+            }
+        });
     }
 
     /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
@@ -356,14 +359,20 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
-        let mut interval_tick = tokio::time::interval(interval);
-        interval_tick.tick().await;
+        // One timer, moved from deadline to deadline (the next ping, then the pong's
+        // timeout), rather than an `Interval` (a boxed timer of its own) and a `Timeout`.
+        // Pings go out on the interval's fixed schedule from now, the first one at once.
+        let mut next_ping = tokio::time::Instant::now();
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
         // Some clients send the pong packet in first. If that happens, we should consume it.
         heartbeat_rx.try_recv().ok();
         loop {
             // If we are currently upgrading we should pause the heartbeat process
             if self.is_upgrading() {
-                interval_tick.tick().await;
+                next_ping += interval;
+                timer.as_mut().reset(next_ping);
+                timer.as_mut().await;
                 continue;
             }
 
@@ -377,15 +386,19 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
 
-            tokio::time::timeout(timeout, heartbeat_rx.recv())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+            tokio::select! {
+                biased;
+                pong = heartbeat_rx.recv() => pong.ok_or(Error::HeartbeatTimeout)?,
+                _ = timer.as_mut() => return Err(Error::HeartbeatTimeout),
+            }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "pong received");
 
-            interval_tick.tick().await;
+            next_ping += interval;
+            timer.as_mut().reset(next_ping);
+            timer.as_mut().await;
         }
     }
 
