@@ -312,7 +312,11 @@ impl Default for OpenPacket {
 ///
 /// The [`PacketBuf`] stack size will impact the dynamically allocated buffer
 /// of the internal mpsc channel.
-pub type PacketBuf = SmallVec<[Packet; 2]>;
+///
+/// One packet inline: most sends are one packet (a text message, a ping); a message with
+/// binary attachments spills to the heap, while every queue slot of every socket pays for
+/// the inline capacity whether used or not.
+pub type PacketBuf = SmallVec<[Packet; 1]>;
 
 #[cfg(test)]
 mod tests {
@@ -400,7 +404,7 @@ mod tests {
         // A socket's queue holds `PacketBuf`s and tokio allocates its first block of 32
         // slots with the channel: every byte of a slot is 32 bytes per connection.
         assert!(std::mem::size_of::<Packet>() <= 40, "{}", std::mem::size_of::<Packet>());
-        assert!(std::mem::size_of::<PacketBuf>() <= 88, "{}", std::mem::size_of::<PacketBuf>());
+        assert!(std::mem::size_of::<PacketBuf>() <= 56, "{}", std::mem::size_of::<PacketBuf>());
     }
 
     #[test]
