@@ -12,6 +12,8 @@ use crate::history::HistoryLimits;
 
 /// The default topic subscriptions: one regex per event family.
 pub(crate) const DEFAULT_TOPICS: &str = r"^order\..*,^inventory\..*,^product\..*";
+/// The dead-letter topic when `KAFKA_DLQ_TOPIC` is not set.
+pub(crate) const DEFAULT_DLQ_TOPIC: &str = "realtime-bridge.dlq";
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -374,7 +376,7 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
         &[("latest", OffsetReset::Latest), ("earliest", OffsetReset::Earliest)],
     )?
     .unwrap_or(OffsetReset::Latest);
-    let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| "realtime-bridge.dlq".to_owned());
+    let dlq_topic = get("KAFKA_DLQ_TOPIC").unwrap_or_else(|| DEFAULT_DLQ_TOPIC.to_owned());
     check_dlq_topic(&dlq_topic, &topics)?;
     let group_protocol = one_of(
         get,

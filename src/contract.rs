@@ -18,6 +18,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+use crate::config::DEFAULT_DLQ_TOPIC;
 use crate::events::{Envelope, InventoryEvent, NOT_BLANK, NotificationData, OrderEvent, Position, ProductEvent};
 use crate::kafka::dead_letter::{HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, HEADER_TRUNCATED};
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM};
@@ -29,8 +30,6 @@ use crate::socket::protocol::{
 
 /// Where the document is served.
 pub const ASYNCAPI_PATH: &str = "/api/docs/asyncapi.json";
-/// The default dead-letter topic (`KAFKA_DLQ_TOPIC`).
-const DEFAULT_DLQ_TOPIC: &str = "realtime-bridge.dlq";
 
 /// The payload of a refused handshake (Socket.IO's `connect_error`): socket.io-client
 /// raises it as an `Error` whose `message` is this one.
@@ -220,16 +219,21 @@ struct Schemas {
     generator: SchemaGenerator,
 }
 
+/// A generator whose definitions go to AsyncAPI's `components/schemas`.
+fn component_generator(settings: SchemaSettings) -> SchemaGenerator {
+    settings
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator()
+}
+
 impl Schemas {
     fn new() -> Self {
-        let generator = SchemaSettings::draft07()
-            .for_serialize()
-            .with(|s| {
-                s.definitions_path = "/components/schemas".into();
-                s.meta_schema = None;
-            })
-            .into_generator();
-        Schemas { generator }
+        Schemas {
+            generator: component_generator(SchemaSettings::draft07().for_serialize()),
+        }
     }
 
     /// A `$ref` to `T`'s schema in `components/schemas`.
@@ -239,13 +243,7 @@ impl Schemas {
 
     fn of_deserialized<T: JsonSchema>(&mut self) -> Value {
         // Client events are read by the bridge: their deserialize view.
-        let mut generator = SchemaSettings::draft07()
-            .for_deserialize()
-            .with(|s| {
-                s.definitions_path = "/components/schemas".into();
-                s.meta_schema = None;
-            })
-            .into_generator();
+        let mut generator = component_generator(SchemaSettings::draft07().for_deserialize());
         let schema = generator.subschema_for::<T>().to_value();
         self.generator.definitions_mut().extend(generator.take_definitions(true));
         schema

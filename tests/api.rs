@@ -30,18 +30,16 @@ fn bearer(user: &str, admin: bool) -> String {
     format!("Bearer {}", mint_hs256(SECRET, user, admin, Duration::from_secs(60)))
 }
 
+/// The API document `/api/docs/<name>.json` as the app serves it.
+async fn served_document(app: &TestApp, name: &str) -> Value {
+    let url = app.url(&format!("/api/docs/{name}.json"));
+    app.http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn the_served_asyncapi_document_and_the_record_schemas_are_the_committed_ones() {
     let app = app(&[]).await;
-    let served: Value = app
-        .http
-        .get(app.url("/api/docs/asyncapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = served_document(&app, "asyncapi").await;
     let committed: Value = serde_json::from_str(include_str!("../openapi/asyncapi.json")).unwrap();
     assert!(
         served == committed,
@@ -60,15 +58,7 @@ async fn the_served_asyncapi_document_and_the_record_schemas_are_the_committed_o
 #[tokio::test]
 async fn the_served_openapi_document_is_the_committed_one() {
     let app = app(&[]).await;
-    let served: Value = app
-        .http
-        .get(app.url("/api/docs/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = served_document(&app, "openapi").await;
     let committed: Value = serde_json::from_str(include_str!("../openapi/openapi.json")).unwrap();
     assert!(
         served == committed,

@@ -126,10 +126,11 @@ pub(crate) fn router(state: HttpState, max_body_bytes: usize, metrics_here: bool
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
 }
 
-/// The AsyncAPI document (committed as `openapi/asyncapi.json`): public, like the OpenAPI one.
-async fn asyncapi() -> axum::Json<serde_json::Value> {
-    static DOCUMENT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(crate::contract::asyncapi);
-    axum::Json(DOCUMENT.clone())
+/// The AsyncAPI document (committed as `openapi/asyncapi.json`): public, like the OpenAPI
+/// one. Built and serialised once; each request gets the same bytes.
+async fn asyncapi() -> impl axum::response::IntoResponse {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| crate::contract::asyncapi().to_string());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
 }
 
 /// `/metrics` alone, for `METRICS_PORT`.
