@@ -26,10 +26,15 @@ function page(socket) {
   for (const name of ["inventory:updated", "product:updated", "product:created"]) socket.on(name, (env) => { events.push({ name, env }); apply(env); });
   return {
     state, events,
-    async subscribe(productIds) {
-      const ack = await socket.emitWithAck("subscribe:products", { productIds });
-      if (ack.ok) for (const id of productIds) state[id] = { ...(ack.snapshot[id] ?? {}), seq: ack.positions[`product:${id}`].seq };
-      return ack;
+    // The ack is taken in its callback, not after an `await`: Node's ws hands over several
+    // packets in one tick, and a continuation would run after the room's first live envelopes.
+    subscribe(productIds) {
+      return new Promise((resolve) =>
+        socket.emit("subscribe:products", { productIds }, (ack) => {
+          if (ack.ok) for (const id of productIds) state[id] = { ...(ack.snapshot[id] ?? {}), seq: ack.positions[`product:${id}`].seq };
+          resolve(ack);
+        }),
+      );
     },
   };
 }
@@ -102,7 +107,11 @@ describe("per-product subscriptions", () => {
   test("a subscribe racing updates ends with the newest stock, whatever the interleaving (40 rounds)", async () => {
     for (let round = 0; round < 40; round++) {
       const id = `race-${round}`;
+      // The protocol by hand, and the client package's watchProducts.
       const p = page((await open(`racer-${round}`)).socket);
+      const lib = resumable(bridge.url, token(`racer-lib-${round}`), { transports: ["websocket"], forceNew: true });
+      closers.push(async () => lib.close());
+      await waitFor(() => lib.socket.connected, { what: "connected" });
       const updates = Array.from({ length: 8 }, (_, i) => stock(id, i + 1));
       // Half before, half racing the subscribe, at a different moment each round.
       await kafka.sendRaw("inventory.updated", updates.slice(0, 4));
@@ -110,10 +119,14 @@ describe("per-product subscriptions", () => {
         await new Promise((r) => setTimeout(r, round % 10));
         await kafka.sendRaw("inventory.updated", updates.slice(4));
       })();
-      const ack = await p.subscribe([id]);
+      const [ack, watch] = await Promise.all([p.subscribe([id]), lib.watchProducts([id])]);
       assert.equal(ack.ok, true);
+      assert.equal(watch.reply.ok, true);
       await racing;
-      await waitFor(() => p.state[id]?.stock === 8, { what: `round ${round}: the newest stock`, timeoutMs: 20000 });
+      await waitFor(() => p.state[id]?.stock === 8 && watch.state(id)?.stock === 8, {
+        what: `round ${round}: the newest stock (by hand ${p.state[id]?.stock}, package ${watch.state(id)?.stock})`,
+        timeoutMs: 20000,
+      });
     }
   });
 

@@ -4,4 +4,6 @@
 export * from "./generated/contract.js";
 export * as Rest from "./generated/rest.js";
 export { Resumable, resumable, expiryOf } from "./resumable.js";
+export { applyProductEnvelope, productRoom, PRODUCT_EVENTS } from "./products.js";
+export type { ProductWatch, Tracked } from "./products.js";
 export type { BridgeSocket, RequestEvent, ResumableOptions, ServerEvent, TokenSource } from "./resumable.js";

@@ -10,12 +10,16 @@ import type {
   ConnectionSuccess,
   Cursor,
   HandshakeAuth,
+  InventoryEventEnvelope,
   Position,
+  ProductEventEnvelope,
+  ProductState,
   Refreshed,
   Reply,
   RoomRecovery,
   ServerToClientEvents,
 } from "./generated/contract.js";
+import { applyProductEnvelope, PRODUCT_EVENTS, productRoom, type ProductWatch, type Tracked } from "./products.js";
 
 /** A socket typed with the bridge's events. */
 export type BridgeSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -75,7 +79,7 @@ export class Resumable {
   constructor(url: string, token: TokenSource, options: ResumableOptions = {}) {
     const { onLost: _l, onRefreshError: _e, refreshBeforeExpirySeconds: _r, dedupWindow: _d, socketFactory, ...socketOptions } = options;
     // Bound, so that `const { socket, request } = resumable(…)` works as with a plain object.
-    for (const method of ["on", "onLost", "request", "subscribeProducts", "unsubscribeProducts", "refresh", "close"] as const) {
+    for (const method of ["on", "onLost", "request", "subscribeProducts", "watchProducts", "unsubscribeProducts", "refresh", "close"] as const) {
       (this as Record<string, unknown>)[method] = (this[method] as (...args: unknown[]) => unknown).bind(this);
     }
     this.#token = token;
@@ -142,17 +146,63 @@ export class Resumable {
 
   /** Sends a subscribe / unsubscribe event and keeps the positions of the rooms its ack
    * lists (joined rooms are resumed from then on, left ones no longer). */
-  async request<E extends RequestEvent>(event: E, ...args: NoInfer<RequestArgs<E>>): Promise<Reply> {
-    const emit = (this.socket as unknown as Socket).emitWithAck.bind(this.socket) as (event: string, ...args: unknown[]) => Promise<Reply>;
-    const reply = await emit(event, ...args);
-    for (const [room, p] of Object.entries(reply.positions ?? {})) if (p) this.#keep(room, p);
-    for (const room of Object.keys(this.positions)) if (!reply.rooms.includes(room)) delete this.positions[room];
-    return reply;
+  request<E extends RequestEvent>(event: E, ...args: NoInfer<RequestArgs<E>>): Promise<Reply> {
+    return this.#ask(event, args);
   }
 
   /** `subscribe:products`: the ack's `snapshot` holds each product's latest state. */
   subscribeProducts(productIds: string[]): Promise<Reply> {
     return this.request("subscribe:products", { productIds });
+  }
+
+  /** Follows `productIds`: each one's state from the `subscribe:products` snapshot, then every
+   * `inventory:updated` / `product:*` envelope after the position the snapshot is as of
+   * (replays on reconnect included); `onChange` is called with each new state. A product room
+   * the bridge could not recover on a reconnect is subscribed again (a fresh snapshot). */
+  async watchProducts(productIds: string[], onChange?: (productId: string, state: ProductState) => void): Promise<ProductWatch> {
+    const tracked = new Map<string, Tracked>();
+    const socket = this.socket as unknown as Socket;
+    // Runs inside the ack callback, before any later packet: the room's first live envelope
+    // finds its product tracked (see `#ask`).
+    const track = (reply: Reply, ids: string[]): void => {
+      if (!reply.ok) return;
+      for (const id of ids) {
+        const at = reply.positions?.[productRoom(id)];
+        if (!at) continue;
+        const state = reply.snapshot?.[id];
+        tracked.set(id, { state, at });
+        if (state) onChange?.(id, state);
+      }
+    };
+    const listener = (envelope: InventoryEventEnvelope | ProductEventEnvelope): void => {
+      const id = envelope?.data?.productId;
+      const known = typeof id === "string" ? tracked.get(id) : undefined;
+      const next = known && applyProductEnvelope(known, envelope);
+      if (!next || !id || !next.state) return;
+      tracked.set(id, next);
+      onChange?.(id, next.state);
+    };
+    for (const event of PRODUCT_EVENTS) socket.on(event, listener);
+    const unlost = productIds.map((id) =>
+      this.onLost(productRoom(id), () => {
+        if (tracked.has(id)) void this.#ask("subscribe:products", [{ productIds: [id] }], (reply) => track(reply, [id]));
+      }),
+    );
+    const forget = (): void => {
+      for (const event of PRODUCT_EVENTS) socket.off(event, listener);
+      unlost.forEach((off) => off());
+      tracked.clear();
+    };
+    const reply = await this.#ask("subscribe:products", [{ productIds }], (reply) => track(reply, productIds));
+    if (!reply.ok) forget();
+    return {
+      reply,
+      state: (id) => tracked.get(id)?.state,
+      stop: () => {
+        forget();
+        return this.unsubscribeProducts(productIds);
+      },
+    };
   }
 
   /** `unsubscribe:products`. */
@@ -179,6 +229,21 @@ export class Resumable {
     this.#closed = true;
     clearTimeout(this.#refreshTimer);
     this.socket.close();
+  }
+
+  /** Sends `event` and takes its ack as it arrives, before any packet after it: an `await`
+   * continuation would run only after the other packets of the same network read (Node's
+   * `ws` hands several over in one tick), so a room's first live envelope could be seen
+   * before its position is kept. `then` runs in that same step. */
+  #ask(event: string, args: unknown[], then?: (reply: Reply) => void): Promise<Reply> {
+    return new Promise((resolve) => {
+      (this.socket as unknown as Socket).emit(event, ...args, (reply: Reply) => {
+        for (const [room, p] of Object.entries(reply.positions ?? {})) if (p) this.#keep(room, p);
+        for (const room of Object.keys(this.positions)) if (!reply.rooms?.includes(room)) delete this.positions[room];
+        then?.(reply);
+        resolve(reply);
+      });
+    });
   }
 
   #keep(room: string, p: Cursor): void {

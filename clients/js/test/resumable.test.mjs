@@ -17,6 +17,7 @@ class ScriptedSocket {
     this.connects = 0;
     this.disconnects = 0;
     this.active = false;
+    this.held = [];
   }
   on(event, fn) {
     if (!this.handlers.has(event)) this.handlers.set(event, []);
@@ -52,10 +53,28 @@ class ScriptedSocket {
   close() {
     return this.disconnect();
   }
-  emitWithAck(event, ...args) {
+  /** `emit(event, ...args, ack)`: the ack is answered from `acks` a moment later, as over a
+   * network, or held until `answer(event)` when `holdAcks` is set. */
+  emit(event, ...args) {
+    const ack = typeof args.at(-1) === "function" ? args.pop() : undefined;
     this.sent.push([event, ...args]);
-    const reply = this.acks.get(event);
-    return Promise.resolve(typeof reply === "function" ? reply(...args) : reply);
+    if (!ack) return this;
+    const reply = () => {
+      const r = this.acks.get(event);
+      return typeof r === "function" ? r(...args) : r;
+    };
+    if (this.holdAcks) this.held.push({ event, answer: () => ack(reply()) });
+    else queueMicrotask(() => ack(reply()));
+    return this;
+  }
+  /** Answers the oldest held ack of `event`, in the caller's step. */
+  answer(event) {
+    const i = this.held.findIndex((h) => h.event === event);
+    assert.ok(i >= 0, `an ack of ${event} is held`);
+    this.held.splice(i, 1)[0].answer();
+  }
+  emitWithAck(event, ...args) {
+    return new Promise((resolve) => this.emit(event, ...args, resolve));
   }
   /** What the next handshake sends as `auth`. */
   handshake() {
@@ -220,6 +239,76 @@ describe("resumable", () => {
     socket.acks.set("unsubscribe:products", () => ({ ok: true, rooms: ["user:u"] }));
     await c.unsubscribeProducts(["p"]);
     assert.deepEqual(Object.keys(c.positions), ["user:u"]);
+  });
+
+  test("a live envelope in the same network read as the ack finds the room's position kept (no needless resync)", async () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({}));
+    socket.holdAcks = true;
+    socket.acks.set("subscribe:products", () => ({ ok: true, rooms: ["product:p"], positions: { "product:p": { epoch: "x", seq: 4 } }, snapshot: {} }));
+    const replied = c.subscribeProducts(["p"]);
+    // Node's ws hands both packets over in one tick: no continuation runs in between.
+    socket.answer("subscribe:products");
+    socket.receive("inventory:updated", { ...envelope("i5", "product:p", "x", 5), data: { productId: "p", stock: 1 } });
+    socket.receive("inventory:updated", { ...envelope("i6", "product:p", "x", 6), data: { productId: "p", stock: 0 } });
+    await replied;
+    assert.deepEqual(c.positions["product:p"], { epoch: "x", seq: 6 });
+    assert.equal(socket.disconnects, 0, "seq 5 and 6 follow the ack's 4: no gap");
+  });
+
+  test("watchProducts: the snapshot, then only envelopes after its position, merged field by field", async () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({}));
+    socket.holdAcks = true;
+    socket.acks.set("subscribe:products", () => ({
+      ok: true,
+      rooms: ["product:p", "product:q"],
+      positions: { "product:p": { epoch: "x", seq: 4 }, "product:q": { epoch: "y", seq: 0 } },
+      snapshot: { p: { productId: "p", stock: 4, name: "Mug", price: 9.5 } },
+    }));
+    const changes = [];
+    const watching = c.watchProducts(["p", "q"], (id, state) => changes.push([id, state.stock]));
+    const inv = (id, room, epoch, seq, data) => ({ ...envelope(id, room, epoch, seq), type: "inventory.updated", occurredAt: `t${seq}`, data });
+    socket.answer("subscribe:products");
+    // Same tick as the ack: an envelope already in the snapshot, then a newer one.
+    socket.receive("inventory:updated", inv("a", "product:p", "x", 4, { productId: "p", stock: 4 }));
+    socket.receive("inventory:updated", inv("b", "product:p", "x", 5, { productId: "p", stock: 3, previousStock: 4 }));
+    const watch = await watching;
+    assert.equal(watch.reply.ok, true);
+    assert.deepEqual(watch.state("p"), { productId: "p", stock: 3, previousStock: 4, name: "Mug", price: 9.5, updatedAt: "t5" });
+    socket.receive("product:updated", { ...inv("c", "product:p", "x", 6, { productId: "p", price: 8, name: null }), type: "product.updated" });
+    assert.equal(watch.state("p").price, 8);
+    assert.equal(watch.state("p").name, "Mug", "a null field changes nothing");
+    assert.equal(watch.state("q"), undefined, "nothing known of q yet");
+    socket.receive("inventory:updated", inv("d", "product:q", "y", 1, { productId: "q", stock: 7 }));
+    socket.receive("inventory:updated", inv("e", "product:z", "y", 1, { productId: "z", stock: 7 }));
+    assert.equal(watch.state("q").stock, 7);
+    assert.equal(watch.state("z"), undefined, "not followed");
+    assert.deepEqual(changes, [["p", 4], ["p", 3], ["p", 3], ["q", 7]]);
+
+    // A product room not recovered on a reconnect is subscribed again: a fresh snapshot.
+    socket.acks.set("subscribe:products", () => ({ ok: true, rooms: ["product:p", "product:q"], positions: { "product:p": { epoch: "x2", seq: 9 } }, snapshot: { p: { productId: "p", stock: 11 } } }));
+    socket.receive("connection:success", { ...hello({ "product:p": { epoch: "x2", seq: 9 } }), recovery: { "product:p": { recovered: false, reason: "epoch-changed" } } });
+    assert.deepEqual(socket.sent.at(-1), ["subscribe:products", { productIds: ["p"] }]);
+    socket.answer("subscribe:products");
+    assert.equal(watch.state("p").stock, 11);
+    socket.receive("inventory:updated", inv("f", "product:p", "x2", 10, { productId: "p", stock: 10 }));
+    assert.equal(watch.state("p").stock, 10);
+
+    socket.acks.set("unsubscribe:products", () => ({ ok: true, rooms: [] }));
+    const stopped = watch.stop();
+    socket.answer("unsubscribe:products");
+    assert.equal((await stopped).ok, true);
+    socket.receive("inventory:updated", inv("g", "product:p", "x2", 11, { productId: "p", stock: 1 }));
+    assert.equal(watch.state("p"), undefined, "stopped: nothing followed");
+  });
+
+  test("watchProducts refused: the reason, and nothing followed", async () => {
+    const { c, socket } = open();
+    socket.acks.set("subscribe:products", () => ({ ok: false, error: "too many product subscriptions", rooms: [] }));
+    const watch = await c.watchProducts(["p"]);
+    assert.equal(watch.reply.error, "too many product subscriptions");
+    assert.equal(socket.handlers.get("inventory:updated")?.length ?? 0, 0, "no listener left behind");
   });
 
   test("its methods work detached, and copied with the object's fields", async () => {

@@ -1,7 +1,7 @@
 // A storefront page with no framework: the signed-in buyer's orders as they change, and the
 // live stock of the product on screen. Bundle it with any bundler (esbuild, Vite, …);
 // `npm test` in clients/js type-checks it against the package.
-import { resumable, type OrderEventEnvelope, type ProductState, type Rest } from "@realtime-bridge/client";
+import { resumable, type OrderEventEnvelope, type ProductState } from "@realtime-bridge/client";
 
 const BRIDGE = "https://realtime.example.com";
 const productId = new URLSearchParams(location.search).get("product") ?? "p-100";
@@ -23,35 +23,24 @@ for (const event of ["order:created", "order:updated", "order:cancelled"] as con
   });
 }
 
-// Stock: the snapshot in the subscribe ack, then every change after it.
+// Stock: the snapshot in the subscribe ack, then every change after the position it is as of
+// (replays after a reconnect included; a room that could not be recovered is subscribed again).
 let product: ProductState = {};
-bridge.socket.on("connection:success", async () => {
-  const reply = await bridge.subscribeProducts([productId]);
-  if (!reply.ok) return console.warn("subscribe:products refused:", reply.error);
-  product = reply.snapshot?.[productId] ?? product;
-  renderStock();
-});
-bridge.on("inventory:updated", (envelope) => {
-  if (envelope.data.productId !== productId) return;
-  product = { ...product, stock: envelope.data.stock, previousStock: envelope.data.previousStock };
-  renderStock();
-});
-bridge.on("product:updated", (envelope) => {
-  if (envelope.data.productId !== productId) return;
-  product = { ...product, name: envelope.data.name ?? product.name, price: envelope.data.price ?? product.price };
-  renderStock();
-});
-
-// What could not be replayed (the bridge restarted, the gap was too old): refetch it.
-bridge.onLost(`product:${productId}`, async () => {
-  const res = await fetch(`${BRIDGE}/realtime/products/${encodeURIComponent(productId)}`, {
-    headers: { authorization: `Bearer ${await token()}` },
-  });
-  if (res.ok) {
-    product = ((await res.json()) as Rest.ProductResponse).state as ProductState;
+bridge.socket.on("connection:success", () => void watchStock());
+let watching = false;
+async function watchStock(): Promise<void> {
+  if (watching) return; // once: product rooms are resumed on every reconnect
+  watching = true;
+  const watch = await bridge.watchProducts([productId], (_, state) => {
+    product = state;
     renderStock();
+  });
+  if (!watch.reply.ok) {
+    watching = false;
+    console.warn("subscribe:products refused:", watch.reply.error);
   }
-});
+}
+
 bridge.onLost("*", (recovery) => console.info("not recovered:", recovery.reason));
 
 function renderOrders(): void {
