@@ -51,11 +51,15 @@ impl Expiries {
     /// forgotten first.
     pub(crate) fn watch<A: Adapter>(&self, s: &SocketRef<A>, expires_at: u64) {
         let socket = s.clone();
-        let expire: Expire = Box::new(move || Box::pin(expire(socket)));
+        self.insert(s.id, expires_at, Box::new(move || Box::pin(expire(socket))));
+    }
+
+    /// Runs `expire` at `expires_at` for `sid` (replacing what was watched for it).
+    fn insert(&self, sid: Sid, expires_at: u64, expire: Expire) {
         let mut inner = self.lock();
-        inner.due.insert((expires_at, s.id));
-        if let Some((old, _)) = inner.watched.insert(s.id, (expires_at, expire)) {
-            inner.due.remove(&(old, s.id));
+        inner.due.insert((expires_at, sid));
+        if let Some((old, _)) = inner.watched.insert(sid, (expires_at, expire)) {
+            inner.due.remove(&(old, sid));
         }
         drop(inner);
         self.changed.notify_one();
@@ -171,13 +175,9 @@ mod tests {
     #[test]
     fn refresh_and_forget_keep_one_deadline_per_socket() {
         let e = Expiries::default();
-        let mut inner = e.lock();
         for n in 0..3 {
-            let noop: Expire = Box::new(|| Box::pin(async {}));
-            inner.due.insert((100 + u64::from(n), sid(n)));
-            inner.watched.insert(sid(n), (100 + u64::from(n), noop));
+            e.insert(sid(n), 100 + u64::from(n), Box::new(|| Box::pin(async {})));
         }
-        drop(inner);
         assert!(e.refresh(sid(0), 500));
         assert!(!e.refresh(sid(9), 500), "an unwatched socket is not refreshed");
         e.forget(sid(1));
@@ -193,14 +193,15 @@ mod tests {
         let now = now().as_secs();
         for (n, exp) in [(0u8, now - 1), (1, now + 3600)] {
             let fired = fired.clone();
-            let expire: Expire = Box::new(move || {
-                Box::pin(async move {
-                    fired.lock().unwrap().push(n);
-                })
-            });
-            let mut inner = e.lock();
-            inner.due.insert((exp, sid(n)));
-            inner.watched.insert(sid(n), (exp, expire));
+            e.insert(
+                sid(n),
+                exp,
+                Box::new(move || {
+                    Box::pin(async move {
+                        fired.lock().unwrap().push(n);
+                    })
+                }),
+            );
         }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(e.clone().run(shutdown.clone()));

@@ -82,9 +82,34 @@ impl Shared {
         // Plain data, never left half-updated: a panic elsewhere leaves it usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Room was made: wakes a [`Sender::send`] waiting for it.
+    fn made_room(&self, mut state: MutexGuard<'_, State>) {
+        if std::mem::take(&mut state.sender_waiting) {
+            drop(state);
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 impl State {
+    /// Whether one more packet may take a place: not once the receiver is closed, nor
+    /// beyond `capacity` (queued packets and unused permits).
+    fn admit(&self, capacity: usize) -> Result<(), TrySendError<()>> {
+        if self.rx_closed {
+            Err(TrySendError::Closed(()))
+        } else if self.buffer.len() + self.reserved >= capacity {
+            Err(TrySendError::Full(()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn push(&mut self, packets: PacketBuf) {
+        self.buffer.push_back(packets);
+        self.wake_receiver();
+    }
+
     fn wake_receiver(&mut self) {
         if let Some(waker) = self.rx_waker.take() {
             waker.wake();
@@ -115,15 +140,14 @@ impl Sender {
     /// Queues `packets` if there is room.
     pub(crate) fn try_send(&self, packets: PacketBuf) -> Result<(), TrySendError<PacketBuf>> {
         let mut state = self.shared.state();
-        if state.rx_closed {
-            return Err(TrySendError::Closed(packets));
+        match state.admit(self.shared.capacity) {
+            Ok(()) => {
+                state.push(packets);
+                Ok(())
+            }
+            Err(TrySendError::Closed(())) => Err(TrySendError::Closed(packets)),
+            Err(TrySendError::Full(())) => Err(TrySendError::Full(packets)),
         }
-        if state.buffer.len() + state.reserved >= self.shared.capacity {
-            return Err(TrySendError::Full(packets));
-        }
-        state.buffer.push_back(packets);
-        state.wake_receiver();
-        Ok(())
     }
 
     /// Queues `packets`, waiting for room; gives them back if the receiver is closed.
@@ -135,16 +159,15 @@ impl Sender {
             room.as_mut().enable();
             {
                 let mut state = self.shared.state();
-                if state.rx_closed {
-                    return Err(packets);
+                match state.admit(self.shared.capacity) {
+                    Ok(()) => {
+                        state.push(packets);
+                        return Ok(());
+                    }
+                    Err(TrySendError::Closed(())) => return Err(packets),
+                    // Under the same lock as the check: room made after it wakes this waiter.
+                    Err(TrySendError::Full(())) => state.sender_waiting = true,
                 }
-                if state.buffer.len() + state.reserved < self.shared.capacity {
-                    state.buffer.push_back(packets);
-                    state.wake_receiver();
-                    return Ok(());
-                }
-                // Under the same lock as the check: room made after it wakes this waiter.
-                state.sender_waiting = true;
             }
             room.await;
         }
@@ -153,12 +176,7 @@ impl Sender {
     /// Takes a place in the queue, to be filled by [`Permit::send`].
     pub(crate) fn try_reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
         let mut state = self.shared.state();
-        if state.rx_closed {
-            return Err(TrySendError::Closed(()));
-        }
-        if state.buffer.len() + state.reserved >= self.shared.capacity {
-            return Err(TrySendError::Full(()));
-        }
+        state.admit(self.shared.capacity)?;
         state.reserved += 1;
         Ok(Permit { sender: self })
     }
@@ -208,8 +226,7 @@ impl Permit<'_> {
     pub(crate) fn send(self, packets: PacketBuf) {
         let mut state = self.sender.shared.state();
         state.reserved -= 1;
-        state.buffer.push_back(packets);
-        state.wake_receiver();
+        state.push(packets);
         drop(state);
         std::mem::forget(self);
     }
@@ -219,7 +236,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut state = self.sender.shared.state();
         state.reserved -= 1;
-        Receiver::made_room(&self.sender.shared, state);
+        self.sender.shared.made_room(state);
     }
 }
 
@@ -235,7 +252,7 @@ impl Receiver {
         let mut state = self.shared.state();
         match Self::take(&mut state) {
             Ok(packets) => {
-                Self::made_room(&self.shared, state);
+                self.shared.made_room(state);
                 Poll::Ready(Some(packets))
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(None),
@@ -256,16 +273,8 @@ impl Receiver {
     pub(crate) fn try_recv(&mut self) -> Result<PacketBuf, TryRecvError> {
         let mut state = self.shared.state();
         let packets = Self::take(&mut state)?;
-        Self::made_room(&self.shared, state);
+        self.shared.made_room(state);
         Ok(packets)
-    }
-
-    /// Wakes a [`Sender::send`] waiting for room.
-    fn made_room(shared: &Shared, mut state: MutexGuard<'_, State>) {
-        if std::mem::take(&mut state.sender_waiting) {
-            drop(state);
-            shared.changed.notify_waiters();
-        }
     }
 
     /// Stops the queue: nothing more can be queued (permits already taken still can), what is

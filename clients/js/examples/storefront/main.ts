@@ -24,22 +24,15 @@ for (const event of ["order:created", "order:updated", "order:cancelled"] as con
 }
 
 // Stock: the snapshot in the subscribe ack, then every change after the position it is as of
-// (replays after a reconnect included; a room that could not be recovered is subscribed again).
+// (sent once the socket connects; resumed on every reconnect, and subscribed again when the
+// room could not be recovered).
 let product: ProductState = {};
-bridge.socket.on("connection:success", () => void watchStock());
-let watching = false;
-async function watchStock(): Promise<void> {
-  if (watching) return; // once: product rooms are resumed on every reconnect
-  watching = true;
-  const watch = await bridge.watchProducts([productId], (_, state) => {
+void bridge
+  .watchProducts([productId], (_, state) => {
     product = state;
     renderStock();
-  });
-  if (!watch.reply.ok) {
-    watching = false;
-    console.warn("subscribe:products refused:", watch.reply.error);
-  }
-}
+  })
+  .then((watch) => watch.reply.ok || console.warn("subscribe:products refused:", watch.reply.error));
 
 bridge.onLost("*", (recovery) => console.info("not recovered:", recovery.reason));
 
