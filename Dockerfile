@@ -15,12 +15,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 # The workspace's other member (the load tool) only needs its manifest to be there.
 COPY load/Cargo.toml load/
+# The patched engineioxide crates that [patch.crates-io] points to (vendor/PATCHES.md).
+COPY vendor ./vendor
 # Placeholders for every target the manifest names (cargo checks they exist).
 RUN mkdir src benches && echo "fn main() {}" > src/main.rs && touch src/lib.rs \
  && echo "fn main() {}" > benches/pipeline.rs \
  && cargo build --release --locked -p realtime-bridge \
  && rm -rf src
 COPY src ./src
+# The dashboard's files are compiled into the binary (include_str!).
+COPY dashboard ./dashboard
 # Make cargo see the real sources as newer than the placeholder build.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p realtime-bridge
 

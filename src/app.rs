@@ -78,7 +78,16 @@ impl App {
             health: health.clone(),
         };
         let expiries = Arc::new(socket::Expiries::default());
-        let (attach_sockets, hub, redis) = socket_server(&config, admission, &verifier, &stats, &history, &gate, &expiries, redis)?;
+        let faults = Arc::new(Faults::default());
+        let sockets = SocketState {
+            verifier: verifier.clone(),
+            stats: stats.clone(),
+            history: crate::faults::socket_history(history.clone(), &faults),
+            gate: gate.clone(),
+            expiries: expiries.clone(),
+            faults: faults.clone(),
+        };
+        let (attach_sockets, hub, redis) = socket_server(&config, admission, sockets, redis)?;
 
         let rules = RoutingRules {
             low_stock_threshold: config.low_stock_threshold,
@@ -125,7 +134,6 @@ impl App {
         let consumer =
             consumer::create(&config.kafka, &brokers, &client, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
         let dead_letters = DeadLetters::new(&brokers, &client, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
-        let faults = Arc::new(Faults::default());
 
         Ok(App {
             config,
@@ -273,20 +281,26 @@ impl App {
     }
 }
 
+/// What the socket handlers extract (socketioxide state, one value per type).
+struct SocketState {
+    verifier: Arc<Verifier>,
+    stats: Arc<Stats>,
+    history: Arc<dyn History>,
+    gate: Arc<Gate>,
+    expiries: Arc<socket::Expiries>,
+    faults: Arc<Faults>,
+}
+
 /// The Socket.IO server, with its state and limits. With Redis, room broadcasts and
 /// cluster queries go through the Redis adapter, and the namespace exists once its channels
 /// are subscribed (see [`Links::run`]); alone, it is registered here.
-#[allow(clippy::too_many_arguments)] // each is state the socket handlers extract; a struct would only rename them
 fn socket_server(
     config: &Config,
     admission: socket::Admission,
-    verifier: &Arc<Verifier>,
-    stats: &Arc<Stats>,
-    history: &Arc<dyn History>,
-    gate: &Arc<Gate>,
-    expiries: &Arc<socket::Expiries>,
+    state: SocketState,
     redis: Option<RedisHistory>,
 ) -> anyhow::Result<(AttachSockets, Arc<dyn Hub>, Option<Links>)> {
+    let stats = state.stats.clone();
     let builder = SocketIo::builder()
         // The same packet limit for both transports (the WebSocket default is 64 MiB).
         .max_payload(config.limits.max_payload_bytes)
@@ -299,11 +313,12 @@ fn socket_server(
         // Sessions that never send a Socket.IO connect are closed this soon (default 45 s).
         .connect_timeout(config.limits.connect_timeout)
         .with_state(admission.limiter.clone())
-        .with_state(verifier.clone())
-        .with_state(stats.clone())
-        .with_state(history.clone())
-        .with_state(gate.clone())
-        .with_state(expiries.clone());
+        .with_state(state.verifier)
+        .with_state(state.stats)
+        .with_state(state.history)
+        .with_state(state.gate)
+        .with_state(state.expiries)
+        .with_state(state.faults);
     Ok(match redis.zip(config.redis_url.as_deref()) {
         Some((history, url)) => {
             let pubsub = PubSub::new(url, stats.clone()).context("REDIS_URL")?;

@@ -40,7 +40,8 @@ pub(crate) enum Patience<'a> {
     /// (the next owner of the partition delivers them again), so shutdown is never held up
     /// by a retry and never stores an offset nobody was sent.
     UntilStopped(&'a CancellationToken),
-    /// At most this long: REST broadcasts, whose caller waits for an answer. Giving up is
+    /// At most this long in all — the wait for an earlier delivery still retrying
+    /// included: REST broadcasts, whose caller waits for an answer. Giving up is
     /// an error; the room's head is announced to its sockets once the cluster takes emits
     /// again ([`Delivery::announce_unannounced`]), so clients see the gap and replay it.
     /// One gap stays unsignalled: a socket that joined the room during the retry got a
@@ -59,6 +60,10 @@ pub(crate) enum DeliveryError {
     /// began): not broadcast live.
     #[error("stored for replay, but the cluster did not take the broadcast")]
     NotBroadcast,
+    /// An earlier delivery (a consumer batch the cluster does not take) held the pipeline
+    /// for the whole wait [`Patience::AtMost`] allows: nothing was stored or emitted.
+    #[error("an earlier delivery is still being retried; nothing was stored")]
+    Busy,
 }
 
 /// A Kafka record as the pipeline needs it.
@@ -186,8 +191,19 @@ impl Delivery {
         if routes.is_empty() {
             return Ok(Vec::new());
         }
-        // One delivery at a time: a later one never overtakes a retry of this one.
-        let _in_order = self.in_order.lock().await;
+        let deadline = match patience {
+            Patience::AtMost(limit) => Some(tokio::time::Instant::now() + limit),
+            Patience::UntilStopped(_) => None,
+        };
+        // One delivery at a time: a later one never overtakes a retry of this one. A
+        // consumer batch retries until the cluster takes it, so a bounded caller bounds
+        // this wait too.
+        let _in_order = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.in_order.lock())
+                .await
+                .map_err(|_| DeliveryError::Busy)?,
+            None => self.in_order.lock().await,
+        };
         let rooms: Vec<String> = routes.iter().map(|r| r.room.clone()).collect();
         let entries = routes
             .iter()
@@ -216,7 +232,7 @@ impl Delivery {
                     }
                     continue;
                 }
-                Err(BroadcastError::Adapter(error)) => match self.retry_emit(room, entry, &error.to_string(), patience).await {
+                Err(BroadcastError::Adapter(error)) => match self.retry_emit(room, entry, &error.to_string(), patience, deadline).await {
                     Ok(missed) => missed,
                     Err(_) => {
                         gave_up = true;
@@ -236,9 +252,16 @@ impl Delivery {
         Ok(stored)
     }
 
-    /// Retries an emit the adapter could not publish; returns how many sockets missed it.
-    async fn retry_emit(&self, room: &str, entry: &Entry, first_error: &str, patience: Patience<'_>) -> Result<usize, DeliveryError> {
-        let started = tokio::time::Instant::now();
+    /// Retries an emit the adapter could not publish, until `patience` or `deadline` (the
+    /// end of an [`Patience::AtMost`] wait) says to stop; returns how many sockets missed it.
+    async fn retry_emit(
+        &self,
+        room: &str,
+        entry: &Entry,
+        first_error: &str,
+        patience: Patience<'_>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<usize, DeliveryError> {
         let mut backoff = Backoff::new(CLUSTER_BACKOFF_MIN, CLUSTER_BACKOFF_MAX);
         let mut error = first_error.to_owned();
         let unstoppable = CancellationToken::new();
@@ -249,7 +272,7 @@ impl Delivery {
         loop {
             let give_up = match patience {
                 Patience::UntilStopped(stop) => stop.is_cancelled(),
-                Patience::AtMost(limit) => started.elapsed() >= limit,
+                Patience::AtMost(_) => deadline.is_none_or(|d| tokio::time::Instant::now() >= d),
             };
             if give_up {
                 tracing::error!(room, id = %entry.envelope.id, %error, "the cluster did not take an emit; giving up (the envelope stays in the history)");
@@ -622,6 +645,27 @@ mod tests {
         let result = delivering.await.unwrap();
         assert!(matches!(result, Err(DeliveryError::NotBroadcast)), "{result:?}");
         assert!(cancelled_at.elapsed() < Duration::from_millis(10), "no wait for a backoff");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_delivery_does_not_wait_longer_behind_a_retrying_one() {
+        let hub = Arc::new(FlakyHub::default());
+        let (d, _) = delivery(hub.clone());
+        let stop = CancellationToken::new();
+        let consumer = deliver_until_stopped(&d, &stop);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!consumer.is_finished(), "the consumer's batch is retried for as long as it takes");
+        let started = tokio::time::Instant::now();
+        let result = d.deliver(&routes("rest"), Patience::AtMost(CLUSTER_RETRY_FOR)).await;
+        assert!(matches!(result, Err(DeliveryError::Busy)), "{result:?}");
+        assert_eq!(started.elapsed(), CLUSTER_RETRY_FOR, "no longer than promised");
+        assert_eq!(
+            d.history.head(crate::routing::ADMIN_ROOM).await.unwrap().seq,
+            1,
+            "the broadcast was not stored"
+        );
+        stop.cancel();
+        let _ = consumer.await;
     }
 
     #[tokio::test(start_paused = true)]

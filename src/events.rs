@@ -7,6 +7,22 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The most characters of a parser's message a [`ParseError`] keeps. serde's messages
+/// quote the offending value whole (`invalid type: string "…"`), so a large value would
+/// make a large error — and that text travels on as the `dlq.error` header, where the
+/// dead-letter topic's size limit would then refuse even the record's truncated copy.
+pub const MAX_ERROR_CHARS: usize = 512;
+
+/// `text` cut to at most [`MAX_ERROR_CHARS`] characters (on a character boundary), with
+/// `…` marking the cut.
+pub fn bounded_error(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_ERROR_CHARS) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 /// Why a record could not become an event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -180,7 +196,7 @@ impl Event {
         if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ParseError::InvalidPayload("expected a JSON object".to_owned()));
         }
-        let invalid = |e: serde_json::Error| ParseError::InvalidPayload(e.to_string());
+        let invalid = |e: serde_json::Error| ParseError::InvalidPayload(bounded_error(e.to_string()));
         match kind {
             Kind::Order => {
                 let mut order: OrderEvent = serde_json::from_slice(payload).map_err(invalid)?;
@@ -445,6 +461,24 @@ mod tests {
 
     fn parse(topic: &str, v: serde_json::Value) -> Result<Event, ParseError> {
         Event::parse(topic, Some(v.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn an_error_quoting_a_huge_value_is_bounded() {
+        // serde quotes the mistyped value whole: 400 000 quote characters become 800 000
+        // escaped bytes in its message.
+        let huge = "\"".repeat(400_000);
+        let Err(ParseError::InvalidPayload(message)) = parse(
+            "order.updated",
+            json!({"orderId": "o1", "buyerId": "u1", "status": "paid", "totalAmount": huge}),
+        ) else {
+            panic!("a string amount is invalid");
+        };
+        assert!(message.chars().count() <= MAX_ERROR_CHARS + 1, "{} chars", message.chars().count());
+        assert!(message.starts_with("invalid type: string"), "{message}");
+        assert!(message.ends_with('…'));
+        assert_eq!(bounded_error("short".to_owned()), "short");
+        assert_eq!(bounded_error("é".repeat(MAX_ERROR_CHARS + 5)).chars().count(), MAX_ERROR_CHARS + 1);
     }
 
     #[test]

@@ -347,6 +347,9 @@ pub async fn admin(
 
 /// The 503 body when the history cannot store a broadcast (the cause is logged).
 pub const BROADCAST_UNAVAILABLE: &str = "the replay history is unavailable; nothing was sent, retry later";
+/// The 503 body when earlier deliveries kept the pipeline busy for the whole wait.
+pub(crate) const BROADCAST_BUSY: &str =
+    "the bridge is still retrying earlier deliveries (the cluster link is down); nothing was sent, retry later";
 /// The 503 body when the broadcast was stored but the cluster did not take it live.
 pub(crate) const BROADCAST_NOT_LIVE: &str =
     "stored in the replay history but not broadcast live (the cluster link is down); clients receive it when they resync";
@@ -368,6 +371,7 @@ async fn send(
             let message = match e {
                 DeliveryError::History(_) => BROADCAST_UNAVAILABLE,
                 DeliveryError::NotBroadcast => BROADCAST_NOT_LIVE,
+                DeliveryError::Busy => BROADCAST_BUSY,
             };
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
         })?;

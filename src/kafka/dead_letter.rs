@@ -105,6 +105,9 @@ impl DeadLetters {
     /// Produces `letter`, or with `truncated` its cut-down copy (see the module docs).
     async fn produce(&self, letter: &DeadLetter<'_>, truncated: Option<&str>) -> Result<(), KafkaError> {
         let (partition, offset) = (letter.partition.to_string(), letter.offset.to_string());
+        // Errors are bounded where they are made (`events::bounded_error`); a reason from
+        // elsewhere (a panic's message) is bounded here, so no header can outgrow the topic.
+        let error = crate::events::bounded_error(letter.error.to_owned());
         let mut headers = OwnedHeaders::new();
         if let (Some(source), None) = (letter.headers, truncated) {
             for h in source.iter() {
@@ -126,7 +129,7 @@ impl DeadLetters {
             })
             .insert(Header {
                 key: HEADER_ERROR,
-                value: Some(letter.error),
+                value: Some(&error),
             });
         let headers = match truncated {
             Some(what) => headers.insert(Header {
@@ -299,6 +302,39 @@ mod tests {
             "{cut}"
         );
         assert!(header(&m, "trace").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_huge_reason_is_cut_so_the_letter_fits_the_topic() {
+        let broker = DevBroker::start(&[DLQ], 1).unwrap();
+        let letters = DeadLetters::with_max_bytes(broker.bootstrap_servers(), &ClientProperties::default(), DLQ, 20_000).unwrap();
+        // A reason bigger than the topic takes: its truncated copy would carry it too.
+        let reason = "x".repeat(50_000);
+        let letter = DeadLetter {
+            topic: "order.updated",
+            partition: 0,
+            offset: 3,
+            key: None,
+            payload: Some(b"{}"),
+            headers: None,
+            error: &reason,
+        };
+        let done = tokio::time::timeout(
+            Duration::from_secs(20),
+            letters.send_until_done(&letter, &CancellationToken::new(), |_, _| ()),
+        )
+        .await
+        .expect("a huge reason must not hold its partition forever");
+        assert!(done);
+        let m = tokio::task::spawn_blocking({
+            let b = broker.bootstrap_servers().to_owned();
+            move || first_letter(&b)
+        })
+        .await
+        .unwrap();
+        let error = header(&m, HEADER_ERROR).unwrap();
+        assert_eq!(error.chars().count(), crate::events::MAX_ERROR_CHARS + 1, "cut, with the mark");
+        assert_eq!(m.payload(), Some(&b"{}"[..]), "the record itself is whole");
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use super::protocol::{
 use super::replay;
 use super::session::Expiries;
 use crate::auth::{AuthError, Identity, Verifier};
+use crate::faults::{Fault, Faults};
 use crate::history::History;
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, product_room, user_room, valid_product_id};
 use crate::stats::Stats;
@@ -46,7 +47,9 @@ pub(super) async fn on_connect<A: Adapter>(
     State(gate): State<Arc<Gate>>,
     State(limiter): State<Arc<Limiter>>,
     State(expiries): State<Arc<Expiries>>,
+    State(faults): State<Arc<Faults>>,
 ) {
+    faults.delay(Fault::SlowConnect).await;
     stats.connected();
     tracing::debug!(sid = %s.id, user = %identity.user_id, admin = identity.is_admin, "socket connected");
     // One handler for every client event, dispatching by name (`on_event`): a handler
@@ -54,11 +57,19 @@ pub(super) async fn on_connect<A: Adapter>(
     s.on_fallback(on_event::<A>);
     s.on_disconnect(on_disconnect::<A>);
     expiries.watch(&s, identity.expires_at);
+    // A transport that closed before the disconnect handler was registered never calls
+    // it: without this, the expiry watch would hold the socket, and its connection slot,
+    // until the token's `exp`. socketioxide marks the socket disconnected before it looks
+    // for the handler, so one of the two always runs (both may: `release` is idempotent).
+    if !s.connected() {
+        release(&s, &stats, &expiries, "transport closed before the socket was set up");
+        return;
+    }
     // Taken, not copied: the positions are needed once, not for the socket's life.
     let resume = s.extensions.remove::<Resume>().unwrap_or_default();
 
     let mut join = vec![user_room(&identity.user_id)];
-    let mut refused = BTreeMap::new();
+    let mut refused: BTreeMap<String, RoomRecovery> = BTreeMap::new();
     let mut allowed = Vec::new();
     let mut products = 0;
     for (room, cursor) in resume.0 {
@@ -86,7 +97,18 @@ pub(super) async fn on_connect<A: Adapter>(
         }
         allowed
     };
-    let resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed, &budget).await;
+    let mut resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed, &budget).await;
+    // An `auth:refresh` with a non-admin token may have run during the replay, before the
+    // join: it left a room not yet joined. The identity now decides (refresh stores it
+    // before leaving the room, so one of the two always sees the other).
+    if join.iter().any(|r| r == ADMIN_ROOM) && !s.extensions.get::<Identity>().is_some_and(|i| i.is_admin) {
+        tracing::info!(sid = %s.id, user = %identity.user_id, "admin role dropped while connecting; left admin:dashboard");
+        s.leave(ADMIN_ROOM);
+        resumed.positions.remove(ADMIN_ROOM);
+        if resumed.recovery.remove(ADMIN_ROOM).is_some() {
+            refused.insert(ADMIN_ROOM.to_owned(), RoomRecovery::lost(RecoveryReason::Forbidden));
+        }
+    }
     let mut recovery = resumed.recovery;
     recovery.extend(refused);
     for r in recovery.values() {
@@ -204,6 +226,8 @@ async fn subscribe_products<A: Adapter>(
         Ok(ids) => ids,
         Err(error) => return reply(s, ack, Some(error)),
     };
+    // The cap check and the join as one step per socket (see `EventBudget::subscribing`).
+    let _subscribing = budget.subscribing.lock().await;
     let rooms: Vec<String> = ids.iter().map(|id| product_room(id)).collect();
     let current: Vec<String> = room_names(s).into_iter().filter(|r| r.starts_with(PRODUCT_ROOM_PREFIX)).collect();
     let adding = rooms.iter().filter(|r| !current.contains(r)).count();
@@ -330,11 +354,18 @@ async fn on_disconnect<A: Adapter>(
     State(stats): State<Arc<Stats>>,
     State(expiries): State<Arc<Expiries>>,
 ) {
+    release(&s, &stats, &expiries, &reason.to_string());
+}
+
+/// What a socket holds beyond its own life: its expiry watch and its user's connection
+/// slot (freed now rather than when the last handle goes). Once per socket, however often
+/// called.
+fn release<A: Adapter>(s: &SocketRef<A>, stats: &Stats, expiries: &Expiries, reason: &str) {
     expiries.forget(s.id);
-    // Frees the user's connection slot now rather than when the last handle goes.
-    drop(s.extensions.remove::<Arc<Slot>>());
-    stats.disconnected(&reason.to_string());
-    tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+    if s.extensions.remove::<Arc<Slot>>().is_some() {
+        stats.disconnected(reason);
+        tracing::debug!(sid = %s.id, %reason, "socket disconnected");
+    }
 }
 
 /// Spends one client event from the socket's budget; when refused, the reason for the ack.

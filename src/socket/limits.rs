@@ -89,6 +89,11 @@ pub(crate) struct EventBudget {
     rate: DefaultDirectRateLimiter,
     strikes: Mutex<Strikes>,
     closing: AtomicBool,
+    /// Held by a `subscribe:products` from its cap check to its join: a socket's events
+    /// are handled concurrently, and checks that all ran before any join would each see
+    /// room for their ids. Here rather than in an extension of its own: one less map
+    /// entry per socket.
+    pub(crate) subscribing: tokio::sync::Mutex<()>,
 }
 
 /// Refusals counted within a window that starts at the first of them.
@@ -229,6 +234,7 @@ impl Limiter {
             rate: DefaultDirectRateLimiter::direct(Quota::per_second(per(self.limits.client_events_per_second))),
             strikes: Mutex::new(Strikes::default()),
             closing: AtomicBool::new(false),
+            subscribing: tokio::sync::Mutex::new(()),
         }
     }
 

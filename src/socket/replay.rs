@@ -149,7 +149,7 @@ async fn join_rooms<A: Adapter>(
             }
         }
     }
-    s.join(rooms.to_vec());
+    join_if_connected(s, rooms.to_vec());
     let mut unsettled = Vec::new();
     for (room, before) in positions.iter() {
         if let Ok(after) = history.head(room).await
@@ -160,6 +160,20 @@ async fn join_rooms<A: Adapter>(
         }
     }
     unsettled
+}
+
+/// Joins `rooms` unless the socket is gone. A join after an await may land after the
+/// socket's disconnect removed it from the adapter: its id would then stay in the rooms
+/// forever (emits walk it, cluster counts include it). socketioxide marks the socket
+/// disconnected before it removes it, so a join that lands after the removal sees that
+/// here and undoes itself; one that lands before is removed with the rest.
+pub(crate) fn join_if_connected<A: Adapter>(s: &SocketRef<A>, rooms: Vec<String>) -> bool {
+    s.join(rooms);
+    if s.connected() {
+        return true;
+    }
+    s.leave_all();
+    false
 }
 
 /// Joins `room` and returns its position, so a client that subscribes mid-stream knows
@@ -326,5 +340,52 @@ pub(super) async fn notify_and_disconnect<T: Serialize + ?Sized, A: Adapter>(
             Err(SocketError::InternalChannelFull) => return Err(RecoveryReason::SlowConsumer),
             _ => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use socketioxide::SocketIo;
+    use socketioxide::extract::SocketRef;
+    use tokio::sync::{Notify, mpsc};
+
+    use super::join_if_connected;
+
+    /// A join that lands after the socket's transport closed (its handler was awaiting
+    /// something) must not leave the socket in the adapter's rooms: nothing would ever
+    /// remove it. The real socketioxide server, a polling client that goes away.
+    #[tokio::test]
+    async fn a_join_after_the_disconnect_leaves_the_socket_in_no_room() {
+        let (layer, io) = SocketIo::new_layer();
+        let (go, seen) = (Arc::new(Notify::new()), mpsc::unbounded_channel());
+        let (tx, mut rx) = seen;
+        let gate = go.clone();
+        io.ns("/", async move |s: SocketRef| {
+            gate.notified().await; // as a handler waiting on a Redis round trip
+            let joined = join_if_connected(&s, vec!["user:u-1".to_owned()]);
+            let _ = tx.send((joined, s.rooms()));
+        });
+        let app = axum::Router::<()>::new().layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/socket.io/?EIO=4&transport=polling", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let open = http.get(&url).send().await.unwrap().text().await.unwrap();
+        let open: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+        let url = format!("{url}&sid={}", open["sid"].as_str().unwrap());
+        http.post(&url).body("40").send().await.unwrap();
+        let connected = http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(connected.split('\u{1e}').any(|p| p.starts_with("40")), "{connected}");
+        http.post(&url).body("1").send().await.unwrap();
+        // The close is handled when the socket leaves the namespace.
+        while !io.sockets().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        go.notify_one();
+        let (joined, rooms) = rx.recv().await.unwrap();
+        assert!(!joined);
+        assert!(rooms.is_empty(), "a dead socket stayed in {rooms:?}");
     }
 }

@@ -132,3 +132,84 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A Socket.IO client over Engine.IO long-polling, packet by packet: the tests that race a
+/// client's packets against the server's handlers need to say exactly what is sent when.
+pub struct Polling {
+    http: reqwest::Client,
+    url: String,
+    /// Packets received but not yet taken.
+    pending: std::collections::VecDeque<String>,
+}
+
+impl Polling {
+    /// Opens an Engine.IO session (no Socket.IO connect yet).
+    pub async fn open(app: &TestApp) -> Polling {
+        let open = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+        let open = open.text().await.unwrap();
+        let handshake: serde_json::Value = serde_json::from_str(open.strip_prefix('0').expect("engine.io open packet")).unwrap();
+        let sid = handshake["sid"].as_str().unwrap();
+        Polling {
+            http: app.http.clone(),
+            url: app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}")),
+            pending: Default::default(),
+        }
+    }
+
+    /// Sends `packets` in one request (Engine.IO's record separator between them).
+    pub async fn send(&self, packets: &[String]) {
+        let res = self.http.post(&self.url).body(packets.join("\u{1e}")).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    }
+
+    /// The first packet received that starts with `prefix` (others are kept for later
+    /// calls; pings are answered).
+    pub async fn next(&mut self, prefix: &str) -> String {
+        loop {
+            if let Some(i) = self.pending.iter().position(|p| p.starts_with(prefix)) {
+                return self.pending.remove(i).unwrap_or_default();
+            }
+            let body = self.http.get(&self.url).send().await.unwrap().text().await.unwrap();
+            for packet in body.split('\u{1e}') {
+                if packet == "2" {
+                    self.send(&["3".to_owned()]).await;
+                } else {
+                    self.pending.push_back(packet.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Joins the default namespace with this token and handshake `auth` extras; the
+    /// Socket.IO connect answer (`40{…}` or `44{…}`).
+    pub async fn connect(&mut self, token: &str, positions: serde_json::Value) -> String {
+        let auth = serde_json::json!({"token": token, "positions": positions});
+        self.send(&[format!("40{auth}")]).await;
+        self.next("4").await
+    }
+
+    /// The payload of the next `event` the server emits.
+    pub async fn event(&mut self, event: &str) -> serde_json::Value {
+        let prefix = format!("42[\"{event}\",");
+        let packet = self.next(&prefix).await;
+        let array: serde_json::Value = serde_json::from_str(&packet[2..]).unwrap();
+        array[1].clone()
+    }
+
+    /// The ack answering the event sent with `id`.
+    pub async fn ack(&mut self, id: u32) -> serde_json::Value {
+        let packet = self.next(&format!("43{id}[")).await;
+        let array: serde_json::Value = serde_json::from_str(&packet[2 + id.to_string().len()..]).unwrap();
+        array[0].clone()
+    }
+
+    /// A client event packet asking for an ack with `id`.
+    pub fn emit_packet(id: u32, event: &str, data: serde_json::Value) -> String {
+        format!("42{id}{}", serde_json::json!([event, data]))
+    }
+
+    /// Closes the Engine.IO session (the transport goes away, no Socket.IO disconnect).
+    pub async fn close(&self) {
+        self.send(&["1".to_owned()]).await;
+    }
+}
