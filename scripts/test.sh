@@ -41,6 +41,10 @@ command -v openssl >/dev/null || { step "installing openssl"; apt-get update -qq
 command -v nginx >/dev/null || { step "installing nginx"; apt-get update -qq && apt-get install -y -qq nginx; }
 # The dashboard's tests drive Debian's chromium headless (playwright-core, e2e/package.json).
 command -v chromium >/dev/null || { step "installing chromium"; apt-get update -qq && apt-get install -y -qq chromium; }
+# Go runs the deployment checks (compose-go, and scripts/dockerfile-check with Docker's own
+# Dockerfile parser); Debian's Go is too old for them, so it is not installed here: the
+# project machines come with Go 1.26.
+command -v go >/dev/null || { echo "Go 1.26 or newer is needed (go.dev/dl; the project machines have it)" >&2; exit 1; }
 COMPOSE_GO=github.com/compose-spec/compose-go/v2@v2.16.2
 COMPOSE_SPEC_SCHEMA="$(go mod download -json "$COMPOSE_GO" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/schema/compose-spec.json"
 test -f "$COMPOSE_SPEC_SCHEMA" || { echo "could not fetch $COMPOSE_GO" >&2; exit 1; }
@@ -75,6 +79,12 @@ step "node packages (e2e/)"
 
 step "Rust unit and integration tests (and the load tool's smoke run, load/tests/smoke.rs)"
 cargo test --locked --workspace --features realtime-bridge/fault-injection
+
+step "the Dockerfile, executed as a builder would (scripts/dockerfile-check; cached: seconds when nothing it reads changed)"
+# No container engine runs on the project machines: each stage's COPY lines are applied to a
+# scratch root (after .dockerignore), its RUN steps run there, then the runtime stage's
+# binary is started as the image's user and its HEALTHCHECK asked.
+(cd scripts/dockerfile-check && go run . --context ../.. --cache "$CACHE/dockerfile-check")
 
 step "the patched dependencies' own tests (vendor/PATCHES.md)"
 for crate in engineioxide-core engineioxide; do

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -235,7 +236,9 @@ func (b *builder) stage(s *instructions.Stage, index int) (*stageState, error) {
 	if name == "" {
 		name = strconv.Itoa(index)
 	}
-	root := filepath.Join(b.cache, "stages", name)
+	// Under the system's temp dir, not the cache: the image's non-root user must be able to
+	// reach the runtime stage's files (a cache under /root is not traversable for it).
+	root := filepath.Join(os.TempDir(), "realtime-bridge-dockerfile-check", name)
 	if err := clearRoot(root); err != nil {
 		return nil, err
 	}
@@ -250,8 +253,8 @@ func (b *builder) stage(s *instructions.Stage, index int) (*stageState, error) {
 	return st, nil
 }
 
-// clearRoot empties a scratch root but keeps the build's target directory, so the
-// build's cargo caches what it compiled between checks.
+// clearRoot empties a scratch root (the build's target directory is a link into the
+// cache, so cargo keeps what it compiled between checks).
 func clearRoot(root string) error {
 	entries, _ := os.ReadDir(root)
 	for _, e := range entries {
@@ -259,7 +262,10 @@ func clearRoot(root string) error {
 			return err
 		}
 	}
-	return os.MkdirAll(root, 0o755)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(filepath.Dir(root), 0o755)
 }
 
 func (b *builder) command(st *stageState, cmd instructions.Command) error {
@@ -395,7 +401,7 @@ func (b *builder) runStep(st *stageState, c *instructions.RunCommand) error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = st.inRoot(st.workdir)
-	cmd.Env = append(os.Environ(), st.env...)
+	cmd.Env = append(buildEnv(), st.env...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	// The build's target directory lives in the cache, so that an unchanged dependency
 	// tree is not compiled again on every check (a real builder would use its layer cache).
@@ -414,6 +420,22 @@ func (b *builder) runStep(st *stageState, c *instructions.RunCommand) error {
 	return nil
 }
 
+// buildEnv is this machine's environment minus what would move the build's output or
+// change its flags, which the image's build does not have (the test command sets
+// CARGO_TARGET_DIR, for one).
+func buildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == "CARGO_TARGET_DIR" || name == "CARGO_BUILD_TARGET_DIR" || name == "RUSTFLAGS" ||
+			name == "CARGO_ENCODED_RUSTFLAGS" || strings.HasPrefix(name, "CARGO_PROFILE_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
@@ -429,7 +451,7 @@ func systemStep(st *stageState, line string) error {
 				return fmt.Errorf("apt-get install %s: no such package in this Debian release: %s", pkg, strings.TrimSpace(string(out)))
 			}
 		}
-		step("package install checked (not run): %s", strings.Join(strings.Fields(m[1]), " "))
+		step("package install checked (not run): %s", strings.Join(slices.DeleteFunc(strings.Fields(m[1]), func(f string) bool { return strings.HasPrefix(f, "-") }), " "))
 	}
 	for _, m := range useradd.FindAllStringSubmatch(line, -1) {
 		st.users[m[2]] = m[1]
@@ -440,7 +462,7 @@ func systemStep(st *stageState, line string) error {
 
 // checkRuntime starts the last stage's ENTRYPOINT + CMD from its root as its USER and
 // checks the contract the deployment files rely on.
-func checkRuntime(st *stageState) error {
+func checkRuntime(st *stageState) (err error) {
 	uid, gid, err := st.uidGid()
 	if err != nil {
 		return err
@@ -457,13 +479,22 @@ func checkRuntime(st *stageState) error {
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), st.env...)
+	// Only what the image's own config sets, plus the least a production start needs: the
+	// calling shell's variables (REDIS_URL, say) are not the container's.
+	env := append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, st.env...)
 	env = append(env, runtimeConfig(port)...)
 	if !slices.ContainsFunc(st.expose, func(p string) bool { return strings.TrimSuffix(p, "/tcp") == portOf(st.env) }) {
 		return fmt.Errorf("EXPOSE %v does not include the PORT the image sets (%s)", st.expose, portOf(st.env))
 	}
 	proc := asUser(argv, env, uid, gid)
-	proc.Stdout, proc.Stderr = os.Stdout, os.Stderr
+	// The service's own log is shown only when the check fails.
+	var output bytes.Buffer
+	proc.Stdout, proc.Stderr = &output, &output
+	defer func() {
+		if err != nil {
+			os.Stderr.Write(output.Bytes())
+		}
+	}()
 	if err := proc.Start(); err != nil {
 		return fmt.Errorf("the entrypoint did not start: %w", err)
 	}
