@@ -537,7 +537,7 @@ mod tests {
                     tokio::spawn(async move {
                         let room = ROOMS[room];
                         for _ in 0..before_cursor { tokio::task::yield_now().await; }
-                        let cursor = history.head(room).await.unwrap();
+                        let cursor = history.open(room).await.unwrap();
                         for _ in 0..before_join { tokio::task::yield_now().await; }
                         let _joining = gate.joining([room]).await;
                         let Replay::Complete(missed) = history.since(room, &cursor).await.unwrap() else {

@@ -14,7 +14,7 @@ pub enum Fault {
     /// A socket's connect handler starts late (as on a busy runtime), so its transport can
     /// close before it registers its disconnect handler.
     SlowConnect,
-    /// A socket's history read (head, snapshot) takes long (as a Redis round trip may), so
+    /// A socket's history read (head, open, snapshot) takes long (as a Redis round trip may), so
     /// what the socket does after it can land after a disconnect or a client event.
     SlowRead,
 }
@@ -110,6 +110,10 @@ impl crate::history::History for SlowReads {
     async fn head(&self, room: &str) -> Result<crate::history::Cursor, crate::history::HistoryError> {
         self.faults.delay(Fault::SlowRead).await;
         self.inner.head(room).await
+    }
+    async fn open(&self, room: &str) -> Result<crate::history::Cursor, crate::history::HistoryError> {
+        self.faults.delay(Fault::SlowRead).await;
+        self.inner.open(room).await
     }
     async fn snapshot(&self, room: &str) -> Result<crate::history::Snapshot, crate::history::HistoryError> {
         self.faults.delay(Fault::SlowRead).await;

@@ -48,10 +48,111 @@ fn ids(replay: Replay) -> Vec<String> {
 
 // The contract, both stores.
 
+/// Reads of a room with no history — any name a client makes up — create nothing: the head
+/// and the snapshot answer an unborn position, and a replay from it is complete while the
+/// room still has none, lost once it has (what it held may be more than it holds).
+#[tokio::test]
+async fn reads_of_a_room_without_history_create_nothing() {
+    for (store, h) in stores(HistoryLimits::count_and_age(100, Duration::from_secs(600))) {
+        let room = "product:never-seen";
+        let head = h.head(room).await.unwrap();
+        assert!(head.is_unborn() && head.seq == 0, "{store}: {head:?}");
+        let snapshot = h.snapshot(room).await.unwrap();
+        assert!(snapshot.head.is_unborn() && snapshot.state.is_none(), "{store}");
+        assert!(head.same_head(&snapshot.head), "{store}: two reads of no history are the same head");
+        assert_eq!(h.since(room, &head).await.unwrap(), Replay::Complete(Vec::new()), "{store}");
+        // Still nothing there: the next read is unborn again, and the first append starts
+        // a real epoch at seq 1.
+        assert!(h.head(room).await.unwrap().is_unborn(), "{store}: the reads created the room");
+        let first = h.append(room, "inventory:updated", envelope("a")).await.unwrap();
+        let p = first.envelope.position.clone().unwrap();
+        assert!(
+            !Cursor {
+                epoch: p.epoch.clone(),
+                seq: p.seq
+            }
+            .is_unborn()
+                && p.seq == 1,
+            "{store}: {p:?}"
+        );
+        assert_eq!(
+            h.since(room, &head).await.unwrap(),
+            Replay::Lost(LostReason::EpochChanged),
+            "{store}"
+        );
+        let forged = Cursor { seq: 3, ..head.clone() };
+        assert_eq!(
+            h.since("product:other", &forged).await.unwrap(),
+            Replay::Lost(LostReason::UnknownPosition),
+            "{store}"
+        );
+        let old = Cursor {
+            epoch: "~1000".to_owned(),
+            seq: 0,
+        };
+        assert_eq!(
+            h.since("product:other", &old).await.unwrap(),
+            Replay::Lost(LostReason::Trimmed),
+            "{store}: too old to vouch for"
+        );
+        assert_eq!(
+            h.since(
+                "product:other",
+                &Cursor {
+                    epoch: "made-up".to_owned(),
+                    seq: 0
+                }
+            )
+            .await
+            .unwrap(),
+            Replay::Lost(LostReason::EpochChanged),
+            "{store}"
+        );
+        assert!(
+            h.head("product:other").await.unwrap().is_unborn(),
+            "{store}: replays create nothing either"
+        );
+    }
+}
+
+/// Measured in the issue: 20 000 reads of unknown products made 20 000 Redis keys.
+#[tokio::test]
+async fn reads_of_unknown_rooms_add_no_redis_keys() {
+    let h = history(100, Duration::from_secs(600)).await;
+    let [_, probe] = h.keys("product:p-0");
+    let prefix = probe.split('{').next().unwrap().to_owned();
+    let count = || async {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut raw().await)
+            .await
+            .unwrap();
+        keys.len()
+    };
+    h.open("user:u-1").await.unwrap();
+    let before = count().await;
+    assert_eq!(before, 1, "open creates the room's hash");
+    for i in 0..500 {
+        let room = format!("product:p-{i}");
+        h.head(&room).await.unwrap();
+        h.snapshot(&room).await.unwrap();
+        h.since(
+            &room,
+            &Cursor {
+                epoch: "e".to_owned(),
+                seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(count().await, before);
+}
+
 #[tokio::test]
 async fn positions_are_contiguous_and_replay_is_exact() {
     for (store, h) in stores(HistoryLimits::count_and_age(100, Duration::from_secs(600))) {
-        let start = h.head("user:42").await.unwrap();
+        let start = h.open("user:42").await.unwrap();
         assert_eq!(start.seq, 0, "{store}");
         for id in ["a", "b", "c", "d"] {
             let e = h.append("user:42", "order:updated", envelope(id)).await.unwrap();
@@ -71,7 +172,7 @@ async fn positions_are_contiguous_and_replay_is_exact() {
         assert_eq!(seqs, [3, 4], "{store}");
         assert_eq!(entries[0].event, "order:updated", "{store}");
         assert_eq!(entries[0].envelope.data["orderId"], "c", "{store}: the envelope comes back whole");
-        assert_eq!(h.head("user:42").await.unwrap().seq, 4, "{store}");
+        assert_eq!(h.open("user:42").await.unwrap().seq, 4, "{store}");
         assert!(
             ids(h.since("user:42", &Cursor { seq: 4, ..start }).await.unwrap()).is_empty(),
             "{store}"
@@ -83,7 +184,7 @@ async fn positions_are_contiguous_and_replay_is_exact() {
 async fn a_batch_over_many_rooms_is_numbered_per_room_in_order_and_bounded() {
     for (store, h) in stores(HistoryLimits::count_and_age(3, Duration::from_secs(600))) {
         let a0 = h.append("a", "e", envelope("a0")).await.unwrap();
-        let b_start = h.head("b").await.unwrap();
+        let b_start = h.open("b").await.unwrap();
         // Interleaved rooms; room a gets more in one batch than it may hold.
         let batch: Vec<NewEntry> = ["a1", "b1", "a2", "a3", "b2", "c1", "a4"]
             .iter()
@@ -189,7 +290,7 @@ async fn a_snapshot_is_the_state_of_exactly_the_entries_up_to_its_head() {
 #[tokio::test]
 async fn gaps_beyond_the_bounds_and_foreign_positions_are_lost() {
     for (store, h) in stores(HistoryLimits::count_and_age(3, Duration::from_secs(600))) {
-        let start = h.head("room").await.unwrap();
+        let start = h.open("room").await.unwrap();
         for i in 0..5 {
             h.append("room", "e", envelope(&i.to_string())).await.unwrap();
         }
@@ -225,7 +326,7 @@ async fn gaps_beyond_the_bounds_and_foreign_positions_are_lost() {
 #[tokio::test]
 async fn entries_older_than_the_age_bound_are_not_replayed() {
     for (store, h) in stores(HistoryLimits::count_and_age(100, Duration::from_millis(300))) {
-        let start = h.head("aging").await.unwrap();
+        let start = h.open("aging").await.unwrap();
         h.append("aging", "e", envelope("old")).await.unwrap();
         // The bound is about time itself: let it pass.
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -250,7 +351,7 @@ async fn a_room_keeps_at_most_its_byte_budget_oldest_dropped_first() {
         ..HistoryLimits::count_and_age(1000, Duration::from_secs(600))
     };
     for (store, h) in stores(limits) {
-        let start = h.head("big").await.unwrap();
+        let start = h.open("big").await.unwrap();
         for i in 0..10 {
             let mut e = envelope(&i.to_string());
             e.data = serde_json::json!({ "pad": "x".repeat(3_000) });
@@ -276,7 +377,7 @@ async fn two_nodes_share_one_numbering() {
         RedisHistory::connect(&redis_url(), &prefix, limits).unwrap(),
         RedisHistory::connect(&redis_url(), &prefix, limits).unwrap(),
     );
-    let start = a.head("shared").await.unwrap();
+    let start = a.open("shared").await.unwrap();
     let appends = (0..50).map(|i| {
         let (a, b) = (a.clone(), b.clone());
         async move {
@@ -312,7 +413,7 @@ async fn raw() -> redis::aio::MultiplexedConnection {
 #[tokio::test]
 async fn a_counter_lost_to_eviction_starts_a_new_epoch_never_a_wrong_replay() {
     let h = history(100, Duration::from_secs(600)).await;
-    let start = h.head("evicted").await.unwrap();
+    let start = h.open("evicted").await.unwrap();
     for i in 0..5 {
         h.append("evicted", "e", envelope(&format!("old-{i}"))).await.unwrap();
     }
@@ -326,13 +427,13 @@ async fn a_counter_lost_to_eviction_starts_a_new_epoch_never_a_wrong_replay() {
     // Numbering restarted: seq 3.. exist again. The old position must not be answered with
     // them as if nothing had happened.
     assert_eq!(h.since("evicted", &held).await.unwrap(), Replay::Lost(LostReason::EpochChanged));
-    assert_ne!(h.head("evicted").await.unwrap().epoch, start.epoch);
+    assert_ne!(h.open("evicted").await.unwrap().epoch, start.epoch);
 }
 
 #[tokio::test]
 async fn a_replay_that_would_skip_or_repeat_entries_is_refused_whole() {
     let h = history(100, Duration::from_secs(600)).await;
-    let start = h.head("holed").await.unwrap();
+    let start = h.open("holed").await.unwrap();
     for i in 0..5 {
         h.append("holed", "e", envelope(&i.to_string())).await.unwrap();
     }
@@ -359,7 +460,7 @@ async fn a_replay_that_would_skip_or_repeat_entries_is_refused_whole() {
 #[tokio::test]
 async fn a_gap_longer_than_the_bound_is_refused_without_reading_the_stream() {
     let h = history(3, Duration::from_secs(600)).await;
-    let start = h.head("long").await.unwrap();
+    let start = h.open("long").await.unwrap();
     for i in 0..10 {
         h.append("long", "e", envelope(&i.to_string())).await.unwrap();
     }
@@ -419,7 +520,7 @@ async fn a_rooms_keys_outlive_its_last_use_by_the_idle_ttl_without_an_expire_per
         .unwrap();
     h.append("ttl", "e", envelope("2")).await.unwrap();
     assert!(ttls(keys.clone()).await[0] >= idle, "refreshed");
-    h.head("ttl").await.unwrap();
+    h.open("ttl").await.unwrap();
     for ttl in ttls(keys).await {
         assert!(ttl >= idle, "a head read never shortens it: {ttl}");
     }

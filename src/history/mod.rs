@@ -22,13 +22,50 @@ use crate::events::{Envelope, Position};
 /// Where a client is in one room: the last `seq` it saw within `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cursor {
-    /// The room history's epoch.
+    /// The room history's epoch. `~` followed by a time (`~1796000000000`) is the position in
+    /// a room that had no history when it was read: the room's first envelope starts a real
+    /// epoch at `seq` 1, and that envelope follows this position.
     pub epoch: String,
     /// The last sequence number seen (0 = nothing yet).
     pub seq: u64,
 }
 
+/// The epoch of a position in a room that had no history when it was read starts with this,
+/// followed by the read's time (Unix milliseconds): reads never create a room (an id a client
+/// made up would otherwise cost the store a room), so such a room has no epoch yet.
+pub const UNBORN_EPOCH_PREFIX: char = '~';
+
 impl Cursor {
+    /// The position in a room with no history, read now: `{epoch: "~<ms>", seq: 0}`.
+    pub fn unborn() -> Cursor {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Cursor {
+            epoch: format!("{UNBORN_EPOCH_PREFIX}{ms}"),
+            seq: 0,
+        }
+    }
+
+    /// Whether this is a position in a room that had no history (see [`Cursor::unborn`]).
+    pub fn is_unborn(&self) -> bool {
+        self.epoch.starts_with(UNBORN_EPOCH_PREFIX)
+    }
+
+    /// Whether `self` and `other` are the same head: two positions in a room without
+    /// history are, whenever they were read.
+    pub fn same_head(&self, other: &Cursor) -> bool {
+        self == other || (self.is_unborn() && other.is_unborn())
+    }
+
+    /// How long ago an unborn position was read (`None` for another position, or one
+    /// whose time cannot be read).
+    fn unborn_age(&self) -> Option<Duration> {
+        let ms: u64 = self.epoch.strip_prefix(UNBORN_EPOCH_PREFIX)?.parse().ok()?;
+        let then = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+        Some(std::time::SystemTime::now().duration_since(then).unwrap_or_default())
+    }
+
     /// This place as an envelope position in `room` (what `sync:position` carries).
     pub fn in_room(self, room: impl Into<String>) -> Position {
         Position {
@@ -67,6 +104,21 @@ pub enum LostReason {
     Trimmed,
     /// The cursor is ahead of the history, which this epoch never issued.
     UnknownPosition,
+}
+
+/// What a replay from an unborn position is, given the room's head now (`None`: still no
+/// history) and the age bound. Nothing can have been missed in a room that still has no
+/// history — as long as the position is younger than the age bound (a room created and
+/// forgotten meanwhile needs far longer without events). A room that has history now may
+/// have had more than it still holds: never replayed in part, it is lost. Positions the
+/// bridge never issued (`seq` other than 0, an unreadable time) are unknown.
+pub(crate) fn unborn_replay(cursor: &Cursor, head: Option<&Cursor>, max_age: Duration) -> Replay {
+    match (cursor.seq, cursor.unborn_age(), head) {
+        (0, Some(age), None) if age <= max_age => Replay::Complete(Vec::new()),
+        (0, Some(_), None) => Replay::Lost(LostReason::Trimmed),
+        (0, Some(_), Some(_)) => Replay::Lost(LostReason::EpochChanged),
+        _ => Replay::Lost(LostReason::UnknownPosition),
+    }
 }
 
 /// A history failure (a shared store being unreachable); the in-memory store never fails.
@@ -120,11 +172,17 @@ pub trait History: Send + Sync + 'static {
         let mut stored = self.append_all(vec![entry]).await?;
         stored.pop().ok_or_else(|| HistoryError("the store returned no entry".to_owned()))
     }
-    /// The room's current position: what a client that has seen everything holds.
+    /// The room's current position: what a client that has seen everything holds. A room
+    /// with no history answers [`Cursor::unborn`] and is not created: reads leave nothing
+    /// behind, whatever room a client names.
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError>;
+    /// The room's head, giving it an epoch (and so a place in the store) if it has none:
+    /// only for rooms a socket holds by who it is (its own user room, inventory, admin),
+    /// so the rooms created are bounded by the users who connect.
+    async fn open(&self, room: &str) -> Result<Cursor, HistoryError>;
     /// The room's head and latest state in one atomic read: appends set a room's state in
     /// the same atomic step that numbers its entries, so the state read here reflects every
-    /// entry up to `head` and none after it.
+    /// entry up to `head` and none after it. Like [`History::head`], creates nothing.
     async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError>;
     /// What was appended to `room` after `cursor`, or why that cannot be known.
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError>;
@@ -436,9 +494,17 @@ impl MemoryHistory {
         stored
     }
 
-    fn head_at(&self, room: &str, now: Instant) -> Cursor {
+    /// The room's head, creating it (`open`) or not (`head`).
+    fn head_at(&self, room: &str, now: Instant, open: bool) -> Cursor {
         let mut rooms = self.lock();
-        let (_, state) = rooms.room(room, now);
+        let state = if open {
+            Some(rooms.room(room, now).1)
+        } else {
+            rooms.map.get_mut(room)
+        };
+        let Some(state) = state else {
+            return Cursor::unborn();
+        };
         state.last_used = now;
         Cursor {
             epoch: state.epoch.clone(),
@@ -449,6 +515,13 @@ impl MemoryHistory {
     fn since_at(&self, room: &str, cursor: &Cursor, now: Instant) -> Replay {
         let mut rooms = self.lock();
         rooms.trim_room(room, now, self.limits);
+        if cursor.is_unborn() {
+            let head = rooms.map.get(room).map(|r| Cursor {
+                epoch: r.epoch.clone(),
+                seq: r.next_seq - 1,
+            });
+            return unborn_replay(cursor, head.as_ref(), self.limits.max_age);
+        }
         let Some(state) = rooms.map.get(room) else {
             return Replay::Lost(LostReason::EpochChanged);
         };
@@ -474,17 +547,25 @@ impl History for MemoryHistory {
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
-        Ok(self.head_at(room, Instant::now()))
+        Ok(self.head_at(room, Instant::now(), false))
+    }
+
+    async fn open(&self, room: &str) -> Result<Cursor, HistoryError> {
+        Ok(self.head_at(room, Instant::now(), true))
     }
 
     async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError> {
         let now = Instant::now();
         let mut rooms = self.lock();
-        let (_, state) = rooms.room(room, now);
-        state.last_used = now;
-        let head = Cursor {
-            epoch: state.epoch.clone(),
-            seq: state.next_seq - 1,
+        let head = match rooms.map.get_mut(room) {
+            Some(state) => {
+                state.last_used = now;
+                Cursor {
+                    epoch: state.epoch.clone(),
+                    seq: state.next_seq - 1,
+                }
+            }
+            None => Cursor::unborn(),
         };
         let state = rooms.states.map.get(room).map(|(s, _, _)| s.clone());
         Ok(Snapshot { head, state })
@@ -540,7 +621,7 @@ mod tests {
             ..HistoryLimits::count_and_age(1_000, Duration::from_secs(600))
         });
         let now = Instant::now();
-        let old = h.head_at("user:old", now);
+        let old = h.head_at("user:old", now, true);
         h.append_at("user:old", "e", padded("old", 3_000), now);
         // Many rooms, each well within its own bounds: the total is what overflows.
         for i in 0..1_000 {
@@ -554,7 +635,7 @@ mod tests {
         );
         let newest = Cursor {
             seq: 0,
-            ..h.head_at("user:999", now)
+            ..h.head_at("user:999", now, true)
         };
         assert_eq!(ids(h.since_at("user:999", &newest, now)), ["999"]);
         let rooms = h.lock();
@@ -582,14 +663,14 @@ mod tests {
             p1.epoch,
             "each room history has its own epoch"
         );
-        assert_eq!(h.head_at(ROOM, now), Cursor { epoch: p1.epoch, seq: 2 });
+        assert_eq!(h.head_at(ROOM, now, true), Cursor { epoch: p1.epoch, seq: 2 });
     }
 
     #[test]
     fn entries_older_than_the_age_bound_are_dropped() {
         let h = history(100, 60);
         let t0 = Instant::now();
-        let start = h.head_at(ROOM, t0);
+        let start = h.head_at(ROOM, t0, true);
         h.append_at(ROOM, "e", envelope("old"), t0);
         h.append_at(ROOM, "e", envelope("new"), t0 + Duration::from_secs(50));
         let later = t0 + Duration::from_secs(70);
@@ -603,14 +684,14 @@ mod tests {
         let h = history(10, 60);
         let t0 = Instant::now();
         h.append_at(ROOM, "e", envelope("1"), t0);
-        h.head_at("user:quiet", t0);
+        h.head_at("user:quiet", t0, true);
         assert_eq!(
             h.sweep(t0 + Duration::from_secs(61)),
             2,
             "empty rooms keep their counters for a while"
         );
         assert!(h.is_empty());
-        let head = h.head_at(ROOM, t0 + Duration::from_secs(61));
+        let head = h.head_at(ROOM, t0 + Duration::from_secs(61), true);
         assert_eq!(head.seq, 1, "a client that saw event 1 missed nothing");
         assert_eq!(ids(h.since_at(ROOM, &head, t0 + Duration::from_secs(62))).len(), 0);
         let gone = t0 + Duration::from_secs(61) + MemoryHistory::IDLE_ROOM_TTL;

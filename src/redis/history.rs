@@ -127,7 +127,9 @@ out[1] = evicted
 return out
 ";
 
-const HEAD: &str = r"
+/// The room's head, giving it an epoch if it has none (KEYS: stream, hash; ARGV: fresh
+/// epoch, TTL): [`History::open`].
+const OPEN: &str = r"
 local m = redis.call('HMGET', KEYS[2], 'e', 'n')
 local epoch, head = m[1], tonumber(m[2] or '0')
 if not epoch then
@@ -139,18 +141,23 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {epoch, head}
 ";
 
-/// HEAD plus the room's latest state (KEYS: stream, hash, state hash; ARGV: fresh epoch,
-/// TTL, room name), in one script: the state matches the head exactly.
+/// The room's head, or `''` when it has none: creates nothing (KEYS: hash; ARGV: TTL). A
+/// read of a room that exists keeps it (the TTL is refreshed), as appends do.
+const HEAD: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'e', 'n')
+if not m[1] then return {'', 0} end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {m[1], tonumber(m[2] or '0')}
+";
+
+/// HEAD plus the room's latest state (KEYS: hash, state hash; ARGV: TTL, room name), in one
+/// script: the state matches the head exactly. Creates nothing.
 const SNAPSHOT: &str = r"
-local m = redis.call('HMGET', KEYS[2], 'e', 'n')
-local epoch, head = m[1], tonumber(m[2] or '0')
-if not epoch then
-  epoch, head = ARGV[1], 0
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'e', epoch, 'n', 0, 'b', 0)
-end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return {epoch, head, redis.call('HGET', KEYS[3], ARGV[3]) or ''}
+local m = redis.call('HMGET', KEYS[1], 'e', 'n')
+local state = redis.call('HGET', KEYS[2], ARGV[2]) or ''
+if not m[1] then return {'', 0, state} end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {m[1], tonumber(m[2] or '0'), state}
 ";
 
 const SINCE: &str = r"
@@ -190,6 +197,7 @@ pub struct RedisHistory {
     limits: HistoryLimits,
     prefix: Arc<str>,
     append: Arc<Script>,
+    open: Arc<Script>,
     head: Arc<Script>,
     since: Arc<Script>,
     snapshot: Arc<Script>,
@@ -215,6 +223,7 @@ impl RedisHistory {
             limits,
             prefix: prefix.into(),
             append: Arc::new(Script::new(APPEND)),
+            open: Arc::new(Script::new(OPEN)),
             head: Arc::new(Script::new(HEAD)),
             since: Arc::new(Script::new(SINCE)),
             snapshot: Arc::new(Script::new(SNAPSHOT)),
@@ -252,6 +261,15 @@ impl RedisHistory {
     fn key_ttl_secs(&self) -> u64 {
         let idle = self.idle_ttl_secs();
         idle + idle / 4 + 1
+    }
+}
+
+/// A head read from the store: `''` is a room with no history.
+fn born_or_not(epoch: String, seq: u64) -> Cursor {
+    if epoch.is_empty() {
+        Cursor::unborn()
+    } else {
+        Cursor { epoch, seq }
     }
 }
 
@@ -341,14 +359,12 @@ impl History for RedisHistory {
     }
 
     async fn snapshot(&self, room: &str) -> Result<Snapshot, HistoryError> {
-        let [s, m] = self.keys(room);
+        let [_, m] = self.keys(room);
         let [states, _, _] = self.state_keys();
         let (epoch, seq, state): (String, u64, String) = self
             .snapshot
-            .key(s)
             .key(m)
             .key(states)
-            .arg(fresh_epoch())
             .arg(self.key_ttl_secs())
             .arg(room)
             .invoke_async(&mut self.conn.clone())
@@ -360,15 +376,27 @@ impl History for RedisHistory {
             Some(serde_json::from_str(&state).map_err(|e| HistoryError(format!("bad state of {room}: {e}")))?)
         };
         Ok(Snapshot {
-            head: Cursor { epoch, seq },
+            head: born_or_not(epoch, seq),
             state,
         })
     }
 
     async fn head(&self, room: &str) -> Result<Cursor, HistoryError> {
-        let [s, m] = self.keys(room);
+        let [_, m] = self.keys(room);
         let (epoch, seq): (String, u64) = self
             .head
+            .key(m)
+            .arg(self.key_ttl_secs())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(born_or_not(epoch, seq))
+    }
+
+    async fn open(&self, room: &str) -> Result<Cursor, HistoryError> {
+        let [s, m] = self.keys(room);
+        let (epoch, seq): (String, u64) = self
+            .open
             .key(s)
             .key(m)
             .arg(fresh_epoch())
@@ -380,6 +408,10 @@ impl History for RedisHistory {
     }
 
     async fn since(&self, room: &str, cursor: &Cursor) -> Result<Replay, HistoryError> {
+        if cursor.is_unborn() {
+            let head = Some(self.head(room).await?).filter(|h| !h.is_unborn());
+            return Ok(crate::history::unborn_replay(cursor, head.as_ref(), self.limits.max_age));
+        }
         let [s, m] = self.keys(room);
         let reply: Vec<String> = self
             .since

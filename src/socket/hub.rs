@@ -184,6 +184,8 @@ impl<A: Adapter> Hub for SocketHub<A> {
         let mut announced = 0;
         for room in rooms.into_keys() {
             match history.head(&room).await {
+                // No history: nothing a client could have missed.
+                Ok(head) if head.is_unborn() => {}
                 Ok(head) => {
                     let position = head.in_room(room.clone());
                     // A socket with a full buffer misses it; it is already being evicted.

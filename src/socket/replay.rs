@@ -19,6 +19,7 @@ use super::gate::{Gate, Joining};
 use super::protocol::{RecoveryReason, RoomRecovery, SYNC_POSITION};
 use crate::events::Position;
 use crate::history::{Cursor, History, Replay};
+use crate::routing::PRODUCT_ROOM_PREFIX;
 
 /// How long a replay may wait for a slow socket to drain its buffer before giving up.
 const REPLAY_DEADLINE: Duration = Duration::from_secs(10);
@@ -141,7 +142,14 @@ async fn join_rooms<A: Adapter>(
 ) -> Vec<Position> {
     for room in rooms {
         if !positions.contains_key(room) {
-            match history.head(room).await {
+            // A product room is any id a client names: read, never created. The others
+            // are the socket's by who it is, and get an epoch now.
+            let head = if room.starts_with(PRODUCT_ROOM_PREFIX) {
+                history.head(room).await
+            } else {
+                history.open(room).await
+            };
+            match head {
                 Ok(head) => {
                     positions.insert(room.clone(), head);
                 }
@@ -153,7 +161,7 @@ async fn join_rooms<A: Adapter>(
     let mut unsettled = Vec::new();
     for (room, before) in positions.iter() {
         if let Ok(after) = history.head(room).await
-            && after != *before
+            && !after.same_head(before)
         {
             tracing::debug!(sid = %s.id, room, before = before.seq, after = after.seq, "room moved on another node while joining");
             unsettled.push(after.in_room(room.clone()));

@@ -25,11 +25,18 @@ export interface Tracked {
   at: Cursor;
 }
 
+/** Whether `p` comes right after `at`: later in the same epoch, or the first entry of a new
+ * one (a room that had no history when read — its epoch `~…` — starts one with its first
+ * envelope; a room whose history was lost starts again at 1). */
+function follows(at: Cursor, p: Cursor): boolean {
+  return p.epoch === at.epoch ? p.seq > at.seq : p.seq === 1;
+}
+
 /** `tracked` with `envelope` applied if it comes after the position `tracked` is as of (an
  * envelope at or before it is already in the state); `undefined` when it changes nothing. */
 export function applyProductEnvelope(tracked: Tracked, envelope: InventoryEventEnvelope | ProductEventEnvelope): Tracked | undefined {
   const p = envelope.position;
-  if (!p || p.epoch !== tracked.at.epoch || p.seq <= tracked.at.seq) return undefined;
+  if (!p || !follows(tracked.at, p)) return undefined;
   const data = envelope.data as Partial<InventoryEventEnvelope["data"] & ProductEventEnvelope["data"]>;
   const fields: ProductState = {
     productId: data.productId,

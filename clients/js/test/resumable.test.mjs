@@ -303,6 +303,30 @@ describe("resumable", () => {
     assert.equal(watch.state("p"), undefined, "stopped: nothing followed");
   });
 
+  test("watchProducts: a product room without history takes its first envelope, in its new epoch", async () => {
+    const { c, socket } = open();
+    socket.receive("connection:success", hello({}));
+    socket.holdAcks = true;
+    socket.acks.set("subscribe:products", () => ({
+      ok: true,
+      rooms: ["product:n"],
+      // The state is known (from an older history), the room has none now: reads create nothing.
+      positions: { "product:n": { epoch: "~1796000000000", seq: 0 } },
+      snapshot: { n: { productId: "n", stock: 5, name: "Cup" } },
+    }));
+    const watching = c.watchProducts(["n"]);
+    socket.answer("subscribe:products");
+    const watch = await watching;
+    const inv = (id, epoch, seq, stock) => ({ ...envelope(id, "product:n", epoch, seq), type: "inventory.updated", occurredAt: `t${seq}`, data: { productId: "n", stock } });
+    socket.receive("inventory:updated", inv("a", "e7", 1, 3));
+    assert.deepEqual(watch.state("n"), { productId: "n", stock: 3, name: "Cup", updatedAt: "t1" });
+    socket.receive("inventory:updated", inv("b", "e7", 2, 2));
+    assert.equal(watch.state("n").stock, 2);
+    assert.equal(socket.disconnects, 0, "seq 1 of the room's first epoch follows the unborn position: no resync");
+    socket.receive("inventory:updated", inv("c", "e8", 4, 1));
+    assert.equal(watch.state("n").stock, 2, "seq 4 of another epoch does not follow: not applied (the client resyncs)");
+  });
+
   test("watchProducts refused: the reason, and nothing followed", async () => {
     const { c, socket } = open();
     socket.acks.set("subscribe:products", () => ({ ok: false, error: "too many product subscriptions", rooms: [] }));

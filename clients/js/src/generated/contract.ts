@@ -144,7 +144,9 @@ export interface ConnectionSuccess {
  */
 export interface Cursor {
   /**
-   * The room history's epoch.
+   * The room history's epoch. `~` followed by a time (`~1796000000000`) is the position in
+   * a room that had no history when it was read: the room's first envelope starts a real
+   * epoch at `seq` 1, and that envelope follows this position.
    */
   epoch: string;
   /**
