@@ -208,3 +208,34 @@ describe("two nodes, one group, Redis between them", () => {
     });
   }
 });
+
+describe("two nodes, one group, no Redis", () => {
+  test("are not ready and say why (each would emit only to its own sockets); alone again, a node is ready", async () => {
+    const broker = await startBroker();
+    await broker.createTopics(["order.alone", DLQ], 2);
+    const env = bridgeEnv(broker.brokers, { KAFKA_TOPICS: "order.alone" });
+    const a = await startBridge(env);
+    let b;
+    try {
+      await a.ready();
+      await waitFor(async () => (await a.health("/health")).body.kafka.groupMembers === 1, { what: "the node to list its group: itself" });
+      b = await startBridge(env);
+      for (const node of [a, b]) {
+        await waitFor(async () => (await node.health()).body.kafka.sharedWithoutRedis === true, { timeoutMs: 60000, what: "a node to see the other member" });
+        const { status, body } = await node.health();
+        assert.equal(status, 503);
+        assert.equal(body.kafka.groupMembers, 2);
+      }
+      const warned = (node) => node.logs.filter((l) => l.level === "WARN" && /REDIS_URL is unset/.test(l.message ?? ""));
+      await waitFor(() => warned(a).length === 1 && warned(b).length === 1, { what: "the reason logged on each node" });
+      assert.equal(await b.stop(), 0);
+      await a.ready(60000);
+      assert.ok(a.logs.some((l) => /alone in the consumer group again/.test(l.message ?? "")));
+      assert.equal(warned(a).length, 1, "logged once per change, not per check");
+    } finally {
+      await b?.stop();
+      await a.stop();
+      await broker.stop();
+    }
+  });
+});

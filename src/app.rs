@@ -204,7 +204,17 @@ impl App {
         let supervisor = Supervisor::new(health.clone(), sinks.stats.clone(), shutdown.clone());
         let consumer_stop = CancellationToken::new();
         let consumer = spawn_consumer(&supervisor, consumer, sinks, &config, (&brokers, &client), &health, &consumer_stop);
-        spawn_housekeeping(&supervisor, &config, redis, memory_history, limiter, faults, &health, &shutdown);
+        spawn_housekeeping(
+            &supervisor,
+            &config,
+            redis,
+            memory_history,
+            limiter,
+            faults,
+            (&brokers, &client),
+            &health,
+            &shutdown,
+        );
         // Disconnects sockets whose token expired (one task for all of them).
         supervisor.spawn("token-expiry", {
             let shutdown = shutdown.clone();
@@ -437,12 +447,23 @@ fn spawn_housekeeping(
     memory_history: Option<Arc<MemoryHistory>>,
     limiter: Arc<socket::Limiter>,
     faults: Arc<Faults>,
+    (brokers, client): (&str, &ClientProperties),
     health: &Arc<Health>,
     shutdown: &CancellationToken,
 ) {
-    if let Some(redis) = redis {
-        supervisor.spawn("redis-links", redis.run(health.clone(), shutdown.clone()));
-    }
+    match redis {
+        Some(redis) => supervisor.spawn("redis-links", redis.run(health.clone(), shutdown.clone())),
+        // Alone is the only safe way to run without Redis (see `kafka::peers`).
+        None => supervisor.spawn(
+            "group-peers",
+            crate::kafka::peers::watch(
+                super::kafka::client_config(brokers, client),
+                config.kafka.group_id.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ),
+        ),
+    };
     if let Some(memory) = memory_history {
         supervisor.spawn("history-sweep", sweep_history(memory, config.history.max_age, shutdown.clone()));
     }

@@ -659,8 +659,16 @@ fn client_limits(get: Lookup<'_>) -> Result<ClientLimits, ConfigError> {
 /// The Redis URL (checked, never echoed: it may carry a password) and the key prefix.
 fn redis(get: Lookup<'_>) -> Result<(Option<String>, String), ConfigError> {
     let url = match get("REDIS_URL") {
-        Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-            return Err(invalid("REDIS_URL", "expected redis://… or rediss://…".into()));
+        // The redis crate is built without TLS: a rediss:// URL would fail at the first
+        // connection, after the node started; refuse it here with the reason instead.
+        Some(url) if url.starts_with("rediss://") => {
+            return Err(invalid(
+                "REDIS_URL",
+                "rediss:// (TLS) is not supported yet; use redis:// on a trusted network".into(),
+            ));
+        }
+        Some(url) if !url.starts_with("redis://") => {
+            return Err(invalid("REDIS_URL", "expected redis://…".into()));
         }
         url => url,
     };
@@ -1056,5 +1064,15 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_tls_redis_url_is_refused_at_start_with_the_reason() {
+        let err = redis(&|k: &str| (k == "REDIS_URL").then(|| "rediss://cache.example.com:6380".to_owned())).unwrap_err();
+        assert!(
+            err.to_string().contains("REDIS_URL") && err.to_string().contains("not supported"),
+            "{err}"
+        );
+        assert!(redis(&|k: &str| (k == "REDIS_URL").then(|| "redis://127.0.0.1:6379".to_owned())).is_ok());
     }
 }

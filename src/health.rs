@@ -25,6 +25,9 @@ pub struct Health {
     consumer_restarts: AtomicU64,
     dead_letter_stuck: AtomicBool,
     failed_task: Mutex<Option<&'static str>>,
+    /// Members the consumer group had at the last listing (0: not listed; only without
+    /// Redis, see `kafka::peers`).
+    group_members: AtomicU64,
 }
 
 const REDIS_DISABLED: u8 = 0;
@@ -79,6 +82,13 @@ pub struct KafkaReport {
     pub assigned_partitions: usize,
     /// Whether the embedded development broker is in use.
     pub embedded_broker: bool,
+    /// Members of the consumer group at the last listing, this node included (listed only
+    /// without `REDIS_URL`; absent otherwise or before the first listing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_members: Option<u64>,
+    /// Other members share the group and there is no `REDIS_URL`: each node would emit only
+    /// to its own sockets, so this node is not ready.
+    pub shared_without_redis: bool,
     /// Records received since start.
     pub records_consumed: u64,
     /// Records that were not valid events.
@@ -119,6 +129,7 @@ impl Health {
             consumer_restarts: AtomicU64::new(0),
             dead_letter_stuck: AtomicBool::new(false),
             failed_task: Mutex::new(None),
+            group_members: AtomicU64::new(0),
         }
     }
 
@@ -188,7 +199,21 @@ impl Health {
             && !self.draining.load(Ordering::Acquire)
             && self.redis.load(Ordering::Acquire) != REDIS_DOWN
             && !self.dead_letter_stuck.load(Ordering::Acquire)
+            && !self.shared_without_redis()
             && self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
+    /// Records the group's member count; `Some(shared)` when that changes whether other
+    /// members share the group.
+    pub(crate) fn set_group_members(&self, members: usize) -> Option<bool> {
+        let before = self.shared_without_redis();
+        self.group_members.store(members as u64, Ordering::Release);
+        let now = self.shared_without_redis();
+        (before != now).then_some(now)
+    }
+
+    fn shared_without_redis(&self) -> bool {
+        self.group_members.load(Ordering::Acquire) > 1
     }
 
     /// Seconds since start.
@@ -214,6 +239,8 @@ impl Health {
                 },
                 assigned_partitions: self.assignment.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 embedded_broker: self.embedded_broker,
+                group_members: Some(self.group_members.load(Ordering::Acquire)).filter(|n| *n > 0),
+                shared_without_redis: self.shared_without_redis(),
                 records_consumed: t.records_consumed,
                 records_invalid: t.records_invalid,
                 records_dead_lettered: t.records_dead_lettered,

@@ -8,6 +8,7 @@ use crate::config::ClientProperties;
 pub mod consumer;
 pub mod dead_letter;
 pub mod dev_broker;
+pub(crate) mod peers;
 
 /// The topics the development broker creates and the demo producer writes to.
 pub(crate) const DEV_TOPICS: [&str; 6] = [

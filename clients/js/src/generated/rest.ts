@@ -183,6 +183,11 @@ export interface KafkaReport {
    */
   embeddedBroker: boolean;
   /**
+   * Members of the consumer group at the last listing, this node included (listed only
+   * without `REDIS_URL`; absent otherwise or before the first listing).
+   */
+  groupMembers?: number | null;
+  /**
    * Records received since start.
    */
   recordsConsumed: number;
@@ -194,6 +199,11 @@ export interface KafkaReport {
    * Records that were not valid events.
    */
   recordsInvalid: number;
+  /**
+   * Other members share the group and there is no `REDIS_URL`: each node would emit only
+   * to its own sockets, so this node is not ready.
+   */
+  sharedWithoutRedis: boolean;
   /**
    * `up` once the group is joined, else `connecting` (also while a failed consumer is
    * rebuilt and rejoins).
