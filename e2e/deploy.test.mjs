@@ -79,13 +79,20 @@ test("Kubernetes: restarts only when the process is stuck, drains after endpoint
   assert.equal(env.REDIS_URL.valueFrom?.secretKeyRef?.key, "redis-url");
   assert.equal(env.JWT_SECRET.valueFrom.secretKeyRef.optional, true);
   assert.equal(env.JWT_PUBLIC_KEY.valueFrom.secretKeyRef.optional, true);
-  // 20 000 connections at the measured ≈ 20.5 KiB each fit the memory request.
+  // 20 000 connections at the measured 9.3 KiB each (docs/performance.md), plus the
+  // in-memory history's byte bound, fit the memory request.
+  const perConnection = Number(/\*\*(\d+\.\d) KiB RSS per connection\*\*/.exec(read("docs/performance.md"))[1]);
+  assert.equal(perConnection, 9.3);
+  assert.match(read("deploy/kubernetes.yaml"), new RegExp(`${perConnection} KiB per idle connection`), "the manifest's comment gives the measured figure");
   const mib = Number(/^(\d+)Mi$/.exec(bridge.resources.requests.memory)[1]);
-  assert.ok(mib * 1024 >= 20000 * 20.5, `${mib} MiB`);
+  assert.ok(mib * 1024 >= 20000 * perConnection, `${mib} MiB`);
   assert.equal(byKind("PodDisruptionBudget").spec.unhealthyPodEvictionPolicy, "AlwaysAllow");
   assert.ok(byKind("Ingress").spec.tls?.length > 0, "browsers on https:// pages need wss://");
   const policy = byKind("NetworkPolicy");
   assert.deepEqual(policy.spec.ingress.map((r) => r.ports.map((p) => p.port)).flat().sort(), ["http", "metrics"]);
+  // The Service invites in-cluster REST callers: the policy lets the labelled ones in.
+  const http = policy.spec.ingress.find((r) => r.ports.some((p) => p.port === "http"));
+  assert.ok(http.from.some((f) => f.podSelector?.matchLabels?.["realtime-bridge-client"] === "true"), JSON.stringify(http.from));
 });
 
 test("the compose file is valid against the Compose Specification", () => {

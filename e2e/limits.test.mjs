@@ -101,6 +101,8 @@ describe("limits and security", () => {
     assert.ok(acks.some((a) => a.error === "rate limited: too many client events"), "refusals are acknowledged as such");
     assert.ok(acks.filter((a) => a.ok).length <= 6, `at most the burst was accepted: ${acks.filter((a) => a.ok).length}`);
     assert.equal((await request(good, "subscribe:inventory")).ok, true, "the well-behaved socket's own budget is untouched");
+    const metrics = await (await fetch(`${bridge.url}/metrics`)).text();
+    assert.match(metrics, /realtime_limit_refusals_total\{limit="client_events"\} [1-9]/, "refusals are counted");
   });
 
   test("an oversized packet closes only the sender's connection", async () => {
@@ -269,5 +271,12 @@ describe("limits and security", () => {
     const ask = (origin) => fetch(`${bridge.url}/socket.io/?EIO=4&transport=polling`, { method: "OPTIONS", headers: { origin, "access-control-request-method": "GET" } });
     assert.equal((await ask("https://shop.example.com")).headers.get("access-control-allow-origin"), "https://shop.example.com");
     assert.equal((await ask("https://evil.example.com")).headers.get("access-control-allow-origin"), null);
+    // A page calling the REST API with either credential passes the preflight.
+    const preflight = await fetch(`${bridge.url}/realtime/stats`, {
+      method: "OPTIONS",
+      headers: { origin: "https://shop.example.com", "access-control-request-method": "GET", "access-control-request-headers": "x-api-key,authorization" },
+    });
+    const allowed = (preflight.headers.get("access-control-allow-headers") ?? "").toLowerCase();
+    assert.ok(allowed.includes("x-api-key") && allowed.includes("authorization"), allowed);
   });
 });

@@ -99,6 +99,7 @@ describe("per-product subscriptions", () => {
     const over = await c.socket.emitWithAck("subscribe:products", { productIds: ["d"] });
     assert.equal(over.ok, false);
     assert.match(over.error, /too many product subscriptions/);
+    assert.match(await (await fetch(`${bridge.url}/metrics`)).text(), /realtime_limit_refusals_total\{limit="product_subscriptions"\} [1-9]/, "counted");
     const left = await c.socket.emitWithAck("unsubscribe:products", { productIds: ["a"] });
     assert.deepEqual(left.rooms.filter((r) => r.startsWith("product:")), ["product:b", "product:c"]);
     assert.equal((await c.socket.emitWithAck("subscribe:products", { productIds: ["d"] })).ok, true, "room again after leaving one");

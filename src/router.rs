@@ -46,6 +46,12 @@ fn cors_layer(origins: &CorsOrigins) -> anyhow::Result<CorsLayer> {
     Ok(CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        // The REST API's credentials are `Authorization` or `X-API-Key`: a page sending either
+        // must pass the preflight.
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static(crate::http::auth::API_KEY_HEADER),
+        ])
         .max_age(Duration::from_secs(600)))
 }

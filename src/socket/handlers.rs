@@ -232,6 +232,7 @@ async fn subscribe_products<A: Adapter>(
     let current: Vec<String> = room_names(s).into_iter().filter(|r| r.starts_with(PRODUCT_ROOM_PREFIX)).collect();
     let adding = rooms.iter().filter(|r| !current.contains(r)).count();
     if current.len() + adding > limiter.max_product_subscriptions() {
+        crate::metrics::limit_refusals("product_subscriptions");
         return reply(s, ack, Some(TOO_MANY_PRODUCTS));
     }
     let joined = replay::join_with_snapshots(s, history, gate, &rooms).await;
@@ -373,8 +374,13 @@ fn release<A: Adapter>(s: &SocketRef<A>, stats: &Stats, expiries: &Expiries, rea
 fn spend<A: Adapter>(s: &SocketRef<A>, budget: &EventBudget) -> Result<(), &'static str> {
     match budget.spend() {
         Verdict::Allowed => Ok(()),
-        Verdict::Refused | Verdict::Closing => Err(RATE_LIMITED),
+        Verdict::Refused => {
+            crate::metrics::limit_refusals("client_events");
+            Err(RATE_LIMITED)
+        }
+        Verdict::Closing => Err(RATE_LIMITED),
         Verdict::Abusive => {
+            crate::metrics::limit_refusals("client_events");
             tracing::warn!(sid = %s.id, "disconnecting a socket that keeps exceeding the client event rate");
             let _ = s.emit(SESSION_CLOSING, &Closing::ABUSIVE);
             // Disconnecting at once would make socketioxide close the transport on the
