@@ -64,10 +64,7 @@ impl App {
 
         let health = Arc::new(Health::new(dev_broker.is_some()));
         let stats = Arc::new(Stats::default());
-        let verifier = Arc::new(Verifier::new(&config.jwt_key)?.expecting(&config.jwt_audience, config.jwt_issuer.as_deref()));
-        if config.app_env == AppEnv::Production && config.jwt_audience.is_empty() {
-            tracing::warn!("JWT_AUDIENCE is not set: tokens minted for any service that shares the key are accepted");
-        }
+        let verifier = verifier(&config)?;
         let (history, memory_history, redis) = history_backend(&config, &health)?;
         let gate = Arc::new(Gate::default());
 
@@ -77,16 +74,8 @@ impl App {
             stats: stats.clone(),
             health: health.clone(),
         };
-        let expiries = Arc::new(socket::Expiries::default());
-        let faults = Arc::new(Faults::default());
-        let sockets = SocketState {
-            verifier: verifier.clone(),
-            stats: stats.clone(),
-            history: crate::faults::socket_history(history.clone(), &faults),
-            gate: gate.clone(),
-            expiries: expiries.clone(),
-            faults: faults.clone(),
-        };
+        let sockets = SocketState::new(&verifier, &stats, &history, &gate);
+        let (expiries, faults) = (sockets.expiries.clone(), sockets.faults.clone());
         let (attach_sockets, hub, redis) = socket_server(&config, admission, sockets, redis)?;
 
         let rules = RoutingRules {
@@ -116,24 +105,10 @@ impl App {
             history: history.clone(),
         };
         crate::metrics::handle();
-        // Development: the dashboard, and `/` leads to it. Production: only when enabled.
-        let dashboard = match config.app_env {
-            AppEnv::Development => Some(true),
-            AppEnv::Production => config.dashboard_enabled.then_some(false),
-        };
-        let api = http::router(http_state, config.rest_max_body_bytes, config.metrics_port.is_none(), dashboard);
-        let router = router::router(api, attach_sockets, &config.cors_origins)?;
+        let router = public_router(&config, http_state, attach_sockets)?;
 
         let (listener, metrics_listener) = listeners(&config).await?;
-        // The embedded broker speaks plaintext only; a real one gets the configured security.
-        let client = if dev_broker.is_some() {
-            ClientProperties::default()
-        } else {
-            config.kafka.client.clone()
-        };
-        let consumer =
-            consumer::create(&config.kafka, &brokers, &client, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
-        let dead_letters = DeadLetters::new(&brokers, &client, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
+        let (client, consumer, dead_letters) = kafka_clients(&config, &brokers, dev_broker.is_some(), &health, &stats)?;
 
         Ok(App {
             config,
@@ -223,47 +198,13 @@ impl App {
                 Ok(())
             }
         });
-        if let Some(listener) = metrics_listener {
-            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            let stop = shutdown.clone();
-            supervisor.spawn("metrics-server", async move {
-                axum::serve(listener, http::metrics_router())
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .context("metrics server")
-            });
-        }
+        spawn_metrics_server(&supervisor, metrics_listener, &shutdown)?;
         if dev_broker.is_some() {
             demo::print_banner(&config, &brokers, listener.local_addr()?);
-            if config.dev_demo_rate > 0 {
-                let (brokers, rate, stop) = (brokers.clone(), config.dev_demo_rate, shutdown.clone());
-                supervisor.spawn("demo-producer", async move {
-                    demo::run(&brokers, &ClientProperties::default(), rate, None, stop)
-                        .await
-                        .context("demo producer")?;
-                    Ok(())
-                });
-            }
+            spawn_demo(&supervisor, &brokers, config.dev_demo_rate, &shutdown);
         }
         let http_stop = CancellationToken::new();
-        let server = supervisor.spawn(
-            "http-server",
-            // The peer address feeds the per-IP handshake limit.
-            axum::serve(
-                // Without TCP_NODELAY, two small writes in a row (the handshake's answer and
-                // `connection:success`, or two envelopes) wait for the client's delayed ACK:
-                // 40 ms on Linux.
-                listener.tap_io(|tcp| {
-                    if let Err(error) = tcp.set_nodelay(true) {
-                        tracing::debug!(%error, "could not set TCP_NODELAY");
-                    }
-                }),
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future()
-            .map(|served| served.context("HTTP server")),
-        );
+        let server = spawn_http_server(&supervisor, listener, router, &http_stop);
 
         shutdown.cancelled().await;
         drain::drain(drain::Drain {
@@ -289,6 +230,113 @@ impl App {
             }
         }
     }
+}
+
+/// The Kafka clients and the properties they were made with: the embedded broker speaks
+/// plaintext only; a real one gets the configured security.
+fn kafka_clients(
+    config: &Config,
+    brokers: &str,
+    embedded: bool,
+    health: &Arc<Health>,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<(ClientProperties, GroupConsumer, DeadLetters)> {
+    let client = if embedded {
+        ClientProperties::default()
+    } else {
+        config.kafka.client.clone()
+    };
+    let consumer =
+        consumer::create(&config.kafka, brokers, &client, health.clone(), stats.clone()).context("creating the Kafka consumer")?;
+    let dead_letters = DeadLetters::new(brokers, &client, &config.kafka.dlq_topic).context("creating the dead-letter producer")?;
+    Ok((client, consumer, dead_letters))
+}
+
+impl SocketState {
+    /// The handlers' state over these shared parts; the socket history is the one faults can
+    /// slow (test builds).
+    fn new(verifier: &Arc<Verifier>, stats: &Arc<Stats>, history: &Arc<dyn History>, gate: &Arc<Gate>) -> Self {
+        let faults = Arc::new(Faults::default());
+        SocketState {
+            verifier: verifier.clone(),
+            stats: stats.clone(),
+            history: crate::faults::socket_history(history.clone(), &faults),
+            gate: gate.clone(),
+            expiries: Arc::new(socket::Expiries::default()),
+            faults,
+        }
+    }
+}
+
+/// The JWT verifier, warning when tokens of any audience would be accepted in production.
+fn verifier(config: &Config) -> anyhow::Result<Arc<Verifier>> {
+    let verifier = Verifier::new(&config.jwt_key)?.expecting(&config.jwt_audience, config.jwt_issuer.as_deref());
+    if config.app_env == AppEnv::Production && config.jwt_audience.is_empty() {
+        tracing::warn!("JWT_AUDIENCE is not set: tokens minted for any service that shares the key are accepted");
+    }
+    Ok(Arc::new(verifier))
+}
+
+/// The router of the public port: the API (and the dashboard where it is served), the
+/// Socket.IO layer, CORS.
+fn public_router(config: &Config, state: HttpState, sockets: AttachSockets) -> anyhow::Result<Router> {
+    // Development: the dashboard, and `/` leads to it. Production: only when enabled.
+    let dashboard = match config.app_env {
+        AppEnv::Development => Some(true),
+        AppEnv::Production => config.dashboard_enabled.then_some(false),
+    };
+    let api = http::router(state, config.rest_max_body_bytes, config.metrics_port.is_none(), dashboard);
+    router::router(api, sockets, &config.cors_origins)
+}
+
+/// `/metrics` on its own port, when configured.
+fn spawn_metrics_server(supervisor: &Arc<Supervisor>, listener: Option<TcpListener>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    if let Some(listener) = listener {
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let stop = shutdown.clone();
+        supervisor.spawn("metrics-server", async move {
+            axum::serve(listener, http::metrics_router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("metrics server")
+        });
+    }
+    Ok(())
+}
+
+/// The development demo stream on the embedded broker (`DEV_DEMO_RATE`, 0 = off).
+fn spawn_demo(supervisor: &Arc<Supervisor>, brokers: &str, rate: u32, shutdown: &CancellationToken) {
+    if rate > 0 {
+        let (brokers, stop) = (brokers.to_owned(), shutdown.clone());
+        supervisor.spawn("demo-producer", async move {
+            demo::run(&brokers, &ClientProperties::default(), rate, None, stop)
+                .await
+                .context("demo producer")?;
+            Ok(())
+        });
+    }
+}
+
+/// The public port, until `http_stop` fires.
+fn spawn_http_server(supervisor: &Arc<Supervisor>, listener: TcpListener, router: Router, http_stop: &CancellationToken) -> JoinHandle<()> {
+    supervisor.spawn(
+        "http-server",
+        // The peer address feeds the per-IP handshake limit.
+        axum::serve(
+            // Without TCP_NODELAY, two small writes in a row (the handshake's answer and
+            // `connection:success`, or two envelopes) wait for the client's delayed ACK:
+            // 40 ms on Linux.
+            listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }),
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+        .into_future()
+        .map(|served| served.context("HTTP server")),
+    )
 }
 
 /// What the socket handlers extract (socketioxide state, one value per type).

@@ -482,30 +482,37 @@ fn kafka_client(get: Lookup<'_>) -> Result<ClientProperties, ConfigError> {
         props.push(("ssl.key.password".into(), password));
     }
     if let Some(path) = get("KAFKA_PROPERTIES_FILE") {
-        let text = std::fs::read_to_string(&path).map_err(|e| invalid("KAFKA_PROPERTIES_FILE", format!("{path:?}: {e}")))?;
-        for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
-                return Err(invalid("KAFKA_PROPERTIES_FILE", format!("line {n}: expected key=value")));
-            };
-            if PROTECTED_PROPERTIES.contains(&key) {
-                return Err(invalid(
-                    "KAFKA_PROPERTIES_FILE",
-                    format!("line {n}: {key} is set by the bridge for its delivery guarantees and cannot be overridden"),
-                ));
-            }
-            if props.iter().any(|(k, _)| k == key) {
-                return Err(invalid(
-                    "KAFKA_PROPERTIES_FILE",
-                    format!("line {n}: {key} is already set by a KAFKA_* variable"),
-                ));
-            }
-            props.push((key.to_owned(), value.to_owned()));
-        }
+        properties_file(&path, &mut props)?;
     }
     Ok(ClientProperties(props))
+}
+
+/// The pass-through `key=value` lines of `KAFKA_PROPERTIES_FILE`, after what the variables
+/// set: neither the bridge's own guarantees nor a variable's setting can be overridden.
+fn properties_file(path: &str, props: &mut Vec<(String, String)>) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| invalid("KAFKA_PROPERTIES_FILE", format!("{path:?}: {e}")))?;
+    for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+            return Err(invalid("KAFKA_PROPERTIES_FILE", format!("line {n}: expected key=value")));
+        };
+        if PROTECTED_PROPERTIES.contains(&key) {
+            return Err(invalid(
+                "KAFKA_PROPERTIES_FILE",
+                format!("line {n}: {key} is set by the bridge for its delivery guarantees and cannot be overridden"),
+            ));
+        }
+        if props.iter().any(|(k, _)| k == key) {
+            return Err(invalid(
+                "KAFKA_PROPERTIES_FILE",
+                format!("line {n}: {key} is already set by a KAFKA_* variable"),
+            ));
+        }
+        props.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(())
 }
 
 /// A secret from `VAR`, or from the file named by `VAR_FILE` (a mounted secret), trimmed.

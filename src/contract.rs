@@ -300,20 +300,83 @@ fn request(summary: &str, message: &str, acks: &[&str]) -> Value {
     op
 }
 
-/// The AsyncAPI 3.0 document (served at [`ASYNCAPI_PATH`]).
+/// The AsyncAPI 3.0 document (served at [`ASYNCAPI_PATH`]): declarative, one function per
+/// part (messages by kind, channels, operations, the document around them).
 pub fn asyncapi() -> Value {
     let mut s = Schemas::new();
+    let mut messages = Map::new();
+    room_messages(&mut s, &mut messages);
+    session_messages(&mut s, &mut messages);
+    client_messages(&mut s, &mut messages);
+    let schemas = kafka_messages(s, &mut messages);
+    let lists = MessageLists::new();
+    document(channels(&lists), operations(&lists), schemas, messages)
+}
+
+/// Message keys by who receives them.
+struct MessageLists {
+    user: &'static [&'static str],
+    admin: &'static [&'static str],
+    storefront: &'static [&'static str],
+    session: &'static [&'static str],
+    socket: &'static [&'static str],
+}
+
+impl MessageLists {
+    fn new() -> Self {
+        let user: &'static [&'static str] = &["orderCreated", "orderUpdated", "orderCancelled", "orderOther", "notification"];
+        let admin: &'static [&'static str] = &[
+            "adminOrderCreated",
+            "adminOrderUpdated",
+            "adminOrderCancelled",
+            "adminOrderOther",
+            "adminLowStock",
+            "adminOutOfStock",
+            "adminProductCreated",
+            "adminProductUpdated",
+            "adminCustom",
+        ];
+        let storefront: &'static [&'static str] = &["inventoryUpdated", "productCreated", "productUpdated"];
+        let session: &'static [&'static str] = &["connectionSuccess", "syncPosition", "sessionClosing", "authExpired"];
+        let socket: &'static [&'static str] = &[
+            "connect",
+            "connectError",
+            "connectionSuccess",
+            "syncPosition",
+            "sessionClosing",
+            "authExpired",
+            "subscribeInventory",
+            "unsubscribeInventory",
+            "subscribeAdmin",
+            "unsubscribeAdmin",
+            "subscribeOrders",
+            "subscribeProducts",
+            "unsubscribeProducts",
+            "authRefresh",
+            "reply",
+            "refreshed",
+        ];
+
+        MessageLists {
+            user,
+            admin,
+            storefront,
+            session,
+            socket,
+        }
+    }
+}
+
+/// The events sent to rooms. A name with `{…}` stands for any value there.
+fn room_messages(s: &mut Schemas, messages: &mut Map<String, Value>) {
     let order = s.of::<Envelope<OrderEvent>>();
     let inventory = s.of::<Envelope<InventoryEvent>>();
     let product = s.of::<Envelope<ProductEvent>>();
     let notification = s.of::<Envelope<NotificationData>>();
     let custom = s.of::<Envelope<Value>>();
-
-    let mut messages = Map::new();
     let mut add = |key: &str, m: Value| {
         messages.insert(key.to_owned(), m);
     };
-    // Room events. A name with `{…}` stands for any value there.
     for (key, action, what) in [
         ("Created", "created", "was placed"),
         ("Updated", "updated", "changed"),
@@ -339,6 +402,14 @@ pub fn asyncapi() -> Value {
             ),
         );
     }
+    stock_and_product_messages(inventory, product, custom, notification, messages);
+}
+
+/// Room events about stock and products, operators' custom events and notifications.
+fn stock_and_product_messages(inventory: Value, product: Value, custom: Value, notification: Value, messages: &mut Map<String, Value>) {
+    let mut add = |key: &str, m: Value| {
+        messages.insert(key.to_owned(), m);
+    };
     add(
         "adminLowStock",
         message(
@@ -404,7 +475,13 @@ pub fn asyncapi() -> Value {
             Some(notification),
         ),
     );
-    // The session.
+}
+
+/// The session's own events: handshake answers and notices.
+fn session_messages(s: &mut Schemas, messages: &mut Map<String, Value>) {
+    let mut add = |key: &str, m: Value| {
+        messages.insert(key.to_owned(), m);
+    };
     add(
         "connectionSuccess",
         message(
@@ -450,7 +527,13 @@ pub fn asyncapi() -> Value {
             Some(s.of::<Expired>()),
         ),
     );
-    // Client events and their acks.
+}
+
+/// Client events and their acks.
+fn client_messages(s: &mut Schemas, messages: &mut Map<String, Value>) {
+    let mut add = |key: &str, m: Value| {
+        messages.insert(key.to_owned(), m);
+    };
     add(
         "connect",
         message(
@@ -509,8 +592,10 @@ pub fn asyncapi() -> Value {
         "refreshed",
         message("ack", "Refresh ack", "The answer to `auth:refresh`.", Some(s.of::<Refreshed>())),
     );
+}
 
-    // The Kafka side.
+/// The Kafka side: the record messages and the dead letter; returns every schema.
+fn kafka_messages(mut s: Schemas, messages: &mut Map<String, Value>) -> Map<String, Value> {
     let mut records = record_generator();
     let mut schemas = s.generator.take_definitions(true);
     schemas.values_mut().for_each(|schema| plain(schema, false));
@@ -550,39 +635,11 @@ pub fn asyncapi() -> Value {
         }),
     );
 
-    let user: &[&str] = &["orderCreated", "orderUpdated", "orderCancelled", "orderOther", "notification"];
-    let admin: &[&str] = &[
-        "adminOrderCreated",
-        "adminOrderUpdated",
-        "adminOrderCancelled",
-        "adminOrderOther",
-        "adminLowStock",
-        "adminOutOfStock",
-        "adminProductCreated",
-        "adminProductUpdated",
-        "adminCustom",
-    ];
-    let storefront: &[&str] = &["inventoryUpdated", "productCreated", "productUpdated"];
-    let session: &[&str] = &["connectionSuccess", "syncPosition", "sessionClosing", "authExpired"];
-    let socket_messages = [
-        "connect",
-        "connectError",
-        "connectionSuccess",
-        "syncPosition",
-        "sessionClosing",
-        "authExpired",
-        "subscribeInventory",
-        "unsubscribeInventory",
-        "subscribeAdmin",
-        "unsubscribeAdmin",
-        "subscribeOrders",
-        "subscribeProducts",
-        "unsubscribeProducts",
-        "authRefresh",
-        "reply",
-        "refreshed",
-    ];
+    schemas
+}
 
+fn channels(l: &MessageLists) -> Value {
+    let (user, admin, storefront, socket_messages) = (l.user, l.admin, l.storefront, l.socket);
     let mut channels = json!({
         "userRoom": channel(Some("user:{userId}"), "bridge", "A buyer's devices",
             "Every socket of one user (the token's `sub`) is in it from the handshake on.", user),
@@ -593,7 +650,7 @@ pub fn asyncapi() -> Value {
         "productRoom": channel(Some("product:{productId}"), "bridge", "One product's watchers",
             "Stock and product changes of one product; joined with `subscribe:products`.", storefront),
         "socket": channel(None, "bridge", "The connection",
-            "The socket itself: the handshake, session notices, client events and their acks.", &socket_messages),
+            "The socket itself: the handshake, session notices, client events and their acks.", socket_messages),
     });
     channels["userRoom"]["parameters"] = json!({"userId": {"description": "The token's `sub`."}});
     channels["productRoom"]["parameters"] =
@@ -615,6 +672,11 @@ pub fn asyncapi() -> Value {
         &["deadLetter"],
     );
 
+    channels
+}
+
+fn operations(l: &MessageLists) -> Value {
+    let (user, admin, storefront, session) = (l.user, l.admin, l.storefront, l.session);
     let mut operations = json!({
         "emitToUser": operation("send", "userRoom", "Order events and notifications to the buyer's devices.", user),
         "emitToAdmins": operation("send", "adminDashboard", "Every order, stock alerts, product changes and custom events to admin dashboards.", admin),
@@ -641,6 +703,11 @@ pub fn asyncapi() -> Value {
         );
     }
 
+    operations
+}
+
+/// The document around its parts.
+fn document(channels: Value, operations: Value, schemas: Map<String, Value>, messages: Map<String, Value>) -> Value {
     json!({
         "asyncapi": "3.0.0",
         "info": {

@@ -18,7 +18,7 @@
 //!
 //! Pure and synchronous, so the whole table is unit-tested below.
 
-use crate::events::{Envelope, Event, InventoryEvent, NotificationData, OrderEvent, Priority, ProductState, Source};
+use crate::events::{Envelope, Event, InventoryEvent, NotificationData, OrderEvent, Priority, ProductEvent, ProductState, Source};
 
 /// Every admin dashboard socket is in this room.
 pub(crate) const ADMIN_ROOM: &str = "admin:dashboard";
@@ -104,99 +104,109 @@ pub struct RoutingRules {
 
 /// Turns one event into the emits it causes, in the order they should be sent.
 pub fn route(event: &Event, source: &Source, rules: RoutingRules) -> Vec<Route> {
-    let data = event.data();
-    let envelope = |event_type: String, message: Option<String>, priority: Option<Priority>| Envelope {
-        id: source.id.clone(),
-        event_type,
-        occurred_at: source.occurred_at.clone(),
-        data: data.clone(),
-        message,
-        priority,
-        position: None,
+    let to = Routes {
+        source,
+        data: event.data(),
+        event_type: event.event_type(),
     };
-    let to = |room: &str, event: String, envelope: Envelope| Route {
-        room: room.to_owned(),
-        event,
-        envelope,
-    };
-
     match event {
         Event::Order { action, order } => {
             let priority = order_priority(action, order);
             vec![
-                to(
+                to.room(
                     &user_room(&order.buyer_id),
                     format!("order:{action}"),
-                    envelope(event.event_type(), Some(buyer_message(action, order)), Some(priority)),
+                    Some(buyer_message(action, order)),
+                    Some(priority),
                 ),
-                to(
+                to.room(
                     ADMIN_ROOM,
                     format!("admin:order:{action}"),
-                    envelope(event.event_type(), Some(admin_order_message(action, order)), Some(priority)),
+                    Some(admin_order_message(action, order)),
+                    Some(priority),
                 ),
             ]
         }
-        Event::Inventory(inv) => {
-            let name = product_label(inv);
-            let mut routes = vec![to(
-                INVENTORY_ROOM,
-                "inventory:updated".to_owned(),
-                envelope(
-                    event.event_type(),
-                    Some(format!("{name}: {} in stock", inv.stock)),
-                    Some(Priority::Low),
-                ),
-            )];
-            if valid_product_id(&inv.product_id) {
-                routes.push(to(
-                    &product_room(&inv.product_id),
-                    "inventory:updated".to_owned(),
-                    envelope(
-                        event.event_type(),
-                        Some(format!("{name}: {} in stock", inv.stock)),
-                        Some(Priority::Low),
-                    ),
-                ));
-            }
-            if let Some(alert) = stock_alert(inv, rules.low_stock_threshold) {
-                let (kind, message, priority) = match alert {
-                    StockAlert::OutOfStock => ("out-of-stock", format!("{name} is out of stock"), Priority::High),
-                    StockAlert::LowStock => ("low-stock", format!("{name} is low on stock: {} left", inv.stock), Priority::Normal),
-                };
-                routes.push(to(
-                    ADMIN_ROOM,
-                    format!("admin:inventory:{kind}"),
-                    envelope(format!("inventory.{kind}"), Some(message), Some(priority)),
-                ));
-            }
-            routes
-        }
-        Event::Product { action, product } => {
-            let action = action.as_str();
-            let name = product.name.as_deref().unwrap_or(&product.product_id);
-            let message = Some(format!("Product {name} {action}"));
-            let mut routes = vec![
-                to(
-                    INVENTORY_ROOM,
-                    format!("product:{action}"),
-                    envelope(event.event_type(), message.clone(), Some(Priority::Low)),
-                ),
-                to(
-                    ADMIN_ROOM,
-                    format!("admin:product:{action}"),
-                    envelope(event.event_type(), message.clone(), Some(Priority::Low)),
-                ),
-            ];
-            if valid_product_id(&product.product_id) {
-                routes.push(to(
-                    &product_room(&product.product_id),
-                    format!("product:{action}"),
-                    envelope(event.event_type(), message, Some(Priority::Low)),
-                ));
-            }
-            routes
+        Event::Inventory(inv) => inventory_routes(&to, inv, rules),
+        Event::Product { action, product } => product_routes(&to, action.as_str(), product),
+    }
+}
+
+/// What every route of one event shares: its source, data and type.
+struct Routes<'a> {
+    source: &'a Source,
+    data: serde_json::Value,
+    event_type: String,
+}
+
+impl Routes<'_> {
+    /// `event` to `room`, with this event's type.
+    fn room(&self, room: &str, event: String, message: Option<String>, priority: Option<Priority>) -> Route {
+        self.typed(room, event, self.event_type.clone(), message, priority)
+    }
+
+    /// `event` to `room`, with another type (alerts).
+    fn typed(&self, room: &str, event: String, event_type: String, message: Option<String>, priority: Option<Priority>) -> Route {
+        Route {
+            room: room.to_owned(),
+            event,
+            envelope: Envelope {
+                id: self.source.id.clone(),
+                event_type,
+                occurred_at: self.source.occurred_at.clone(),
+                data: self.data.clone(),
+                message,
+                priority,
+                position: None,
+            },
         }
     }
+}
+
+fn inventory_routes(to: &Routes<'_>, inv: &InventoryEvent, rules: RoutingRules) -> Vec<Route> {
+    let name = product_label(inv);
+    let message = || Some(format!("{name}: {} in stock", inv.stock));
+    let mut routes = vec![to.room(INVENTORY_ROOM, "inventory:updated".to_owned(), message(), Some(Priority::Low))];
+    if valid_product_id(&inv.product_id) {
+        routes.push(to.room(
+            &product_room(&inv.product_id),
+            "inventory:updated".to_owned(),
+            message(),
+            Some(Priority::Low),
+        ));
+    }
+    if let Some(alert) = stock_alert(inv, rules.low_stock_threshold) {
+        let (kind, message, priority) = match alert {
+            StockAlert::OutOfStock => ("out-of-stock", format!("{name} is out of stock"), Priority::High),
+            StockAlert::LowStock => ("low-stock", format!("{name} is low on stock: {} left", inv.stock), Priority::Normal),
+        };
+        routes.push(to.typed(
+            ADMIN_ROOM,
+            format!("admin:inventory:{kind}"),
+            format!("inventory.{kind}"),
+            Some(message),
+            Some(priority),
+        ));
+    }
+    routes
+}
+
+fn product_routes(to: &Routes<'_>, action: &str, product: &ProductEvent) -> Vec<Route> {
+    let name = product.name.as_deref().unwrap_or(&product.product_id);
+    let message = Some(format!("Product {name} {action}"));
+    let mut routes = vec![
+        to.room(INVENTORY_ROOM, format!("product:{action}"), message.clone(), Some(Priority::Low)),
+        to.room(ADMIN_ROOM, format!("admin:product:{action}"), message.clone(), Some(Priority::Low)),
+    ];
+    if valid_product_id(&product.product_id) {
+        routes.push(to.room(
+            &product_room(&product.product_id),
+            format!("product:{action}"),
+            message,
+            Some(Priority::Low),
+        ));
+    }
+    routes
 }
 
 /// A notification typed by an operator, to one user's devices: `notification` in `user:<id>`.

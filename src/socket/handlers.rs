@@ -24,7 +24,7 @@ use super::replay;
 use super::session::Expiries;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::faults::{Fault, Faults};
-use crate::history::History;
+use crate::history::{Cursor, History};
 use crate::routing::{ADMIN_ROOM, INVENTORY_ROOM, PRODUCT_ROOM_PREFIX, product_room, user_room, valid_product_id};
 use crate::stats::Stats;
 
@@ -68,27 +68,11 @@ pub(super) async fn on_connect<A: Adapter>(
     // Taken, not copied: the positions are needed once, not for the socket's life.
     let resume = s.extensions.remove::<Resume>().unwrap_or_default();
 
-    let mut join = vec![user_room(&identity.user_id)];
-    let mut refused: BTreeMap<String, RoomRecovery> = BTreeMap::new();
-    let mut allowed = Vec::new();
-    let mut products = 0;
-    for (room, cursor) in resume.0 {
-        if !may_join(&identity, &room) {
-            refused.insert(room, RoomRecovery::lost(RecoveryReason::Forbidden));
-            continue;
-        }
-        if room.starts_with(PRODUCT_ROOM_PREFIX) {
-            products += 1;
-            if products > limiter.max_product_subscriptions() {
-                refused.insert(room, RoomRecovery::lost(RecoveryReason::TooManyProducts));
-                continue;
-            }
-        }
-        if !join.contains(&room) {
-            join.push(room.clone());
-        }
-        allowed.push((room, cursor));
-    }
+    let Rooms {
+        join,
+        allowed,
+        mut refused,
+    } = rooms_to_resume(&identity, resume, limiter.max_product_subscriptions());
     let ip = limiter.client_ip(s.req_parts());
     let budget = |entries: usize| {
         let allowed = limiter.replay(ip, entries);
@@ -98,17 +82,7 @@ pub(super) async fn on_connect<A: Adapter>(
         allowed
     };
     let mut resumed = replay::resume(&s, history.as_ref(), &gate, &join, &allowed, &budget).await;
-    // An `auth:refresh` with a non-admin token may have run during the replay, before the
-    // join: it left a room not yet joined. The identity now decides (refresh stores it
-    // before leaving the room, so one of the two always sees the other).
-    if join.iter().any(|r| r == ADMIN_ROOM) && !s.extensions.get::<Identity>().is_some_and(|i| i.is_admin) {
-        tracing::info!(sid = %s.id, user = %identity.user_id, "admin role dropped while connecting; left admin:dashboard");
-        s.leave(ADMIN_ROOM);
-        resumed.positions.remove(ADMIN_ROOM);
-        if resumed.recovery.remove(ADMIN_ROOM).is_some() {
-            refused.insert(ADMIN_ROOM.to_owned(), RoomRecovery::lost(RecoveryReason::Forbidden));
-        }
-    }
+    let is_admin = keep_admin_room_if_still_admin(&s, &join, &mut resumed, &mut refused);
     let mut recovery = resumed.recovery;
     recovery.extend(refused);
     for r in recovery.values() {
@@ -117,7 +91,7 @@ pub(super) async fn on_connect<A: Adapter>(
     let hello = ConnectionSuccess {
         socket_id: s.id.to_string(),
         user_id: &identity.user_id,
-        is_admin: identity.is_admin,
+        is_admin,
         rooms: room_names(&s),
         positions: resumed.positions,
         recovery,
@@ -132,6 +106,67 @@ pub(super) async fn on_connect<A: Adapter>(
         tracing::warn!(sid = %s.id, "could not send connection:success");
     }
     replay::announce_heads(&s, &resumed.unsettled);
+}
+
+/// The rooms a handshake's positions may resume, besides the socket's own.
+struct Rooms {
+    /// Every room to join: the user's own, then those resumed.
+    join: Vec<String>,
+    /// The positions to replay from.
+    allowed: Vec<(String, Cursor)>,
+    /// Rooms refused, with why.
+    refused: BTreeMap<String, RoomRecovery>,
+}
+
+/// Sorts a handshake's positions into rooms resumed and rooms refused (not this user's to
+/// join, or product rooms over the cap).
+fn rooms_to_resume(identity: &Identity, resume: Resume, max_products: usize) -> Rooms {
+    let mut rooms = Rooms {
+        join: vec![user_room(&identity.user_id)],
+        allowed: Vec::new(),
+        refused: BTreeMap::new(),
+    };
+    let mut products = 0;
+    for (room, cursor) in resume.0 {
+        if !may_join(identity, &room) {
+            rooms.refused.insert(room, RoomRecovery::lost(RecoveryReason::Forbidden));
+            continue;
+        }
+        if room.starts_with(PRODUCT_ROOM_PREFIX) {
+            products += 1;
+            if products > max_products {
+                rooms.refused.insert(room, RoomRecovery::lost(RecoveryReason::TooManyProducts));
+                continue;
+            }
+        }
+        if !rooms.join.contains(&room) {
+            rooms.join.push(room.clone());
+        }
+        rooms.allowed.push((room, cursor));
+    }
+    rooms
+}
+
+/// An `auth:refresh` with a non-admin token may have run during the connect's replay,
+/// before the join: it left a room not yet joined. The identity now decides (refresh stores
+/// it before leaving the room, so one of the two always sees the other). Whether the socket
+/// is (still) an admin.
+fn keep_admin_room_if_still_admin<A: Adapter>(
+    s: &SocketRef<A>,
+    join: &[String],
+    resumed: &mut replay::Resumed<'_>,
+    refused: &mut BTreeMap<String, RoomRecovery>,
+) -> bool {
+    let is_admin = s.extensions.get::<Identity>().is_some_and(|i| i.is_admin);
+    if !is_admin && join.iter().any(|r| r == ADMIN_ROOM) {
+        tracing::info!(sid = %s.id, "admin role dropped while connecting; left admin:dashboard");
+        s.leave(ADMIN_ROOM);
+        resumed.positions.remove(ADMIN_ROOM);
+        if resumed.recovery.remove(ADMIN_ROOM).is_some() {
+            refused.insert(ADMIN_ROOM.to_owned(), RoomRecovery::lost(RecoveryReason::Forbidden));
+        }
+    }
+    is_admin
 }
 
 /// Every client event. Each spends one unit of the socket's client-event budget (an
