@@ -239,3 +239,51 @@ describe("two nodes, one group, no Redis", () => {
     }
   });
 });
+
+describe("a slow socket on the node that did not emit", () => {
+  test("is found, evicted, reconnects and replays everything (its node announces the quiet room's head)", async (t) => {
+    const key = "cluster-api-key-cluster-api-key-0001";
+    const broker = await startBroker();
+    await broker.createTopics(["order.slow", DLQ], 1);
+    const env = bridgeEnv(broker.brokers, {
+      KAFKA_TOPICS: "order.slow", API_KEYS: key, SOCKET_BUFFER: "64", HISTORY_MAX_ROOM_BYTES: String(32 << 20),
+      REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379", REDIS_PREFIX: prefix(),
+    });
+    const [a, b] = await Promise.all([startBridge(env), startBridge(env)]);
+    let slow;
+    try {
+      await Promise.all([a.ready(), b.ready()]);
+      slow = resumable(b.url, token("boss-slow", { roles: ["admin"] }), { transports: ["websocket"], forceNew: true });
+      const got = [];
+      const notices = [];
+      const hellos = [];
+      slow.socket.on("admin:bulk", (env) => got.push(env.data.i));
+      slow.socket.on("session:closing", (m) => notices.push(m));
+      slow.socket.on("connection:success", (h) => hellos.push(h));
+      await waitFor(() => hellos.length === 1, { what: "the slow client's connection to B" });
+      assert.equal((await slow.request("subscribe:admin")).ok, true);
+      // Stop reading: the kernel buffers fill, then B's 64-packet buffer. Every broadcast is
+      // made by A (the REST call's node) and reaches B through Redis.
+      slow.socket.io.engine.transport.ws._socket.pause();
+      const N = 300;
+      const pad = "x".repeat(40 * 1024);
+      for (let i = 0; i < N; i++) {
+        const res = await fetch(`${a.url}/realtime/broadcast/admin`, {
+          method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "bulk", data: { i, pad } }),
+        });
+        assert.equal(res.status, 200);
+      }
+      await waitFor(async () => /realtime_slow_disconnects_total [1-9]/.test(await (await fetch(`${b.url}/metrics`)).text()), { timeoutMs: 20000, what: "B to find its slow socket" });
+      slow.socket.io.engine.transport.ws._socket.resume();
+      await waitFor(() => hellos.length >= 2, { timeoutMs: 60000, what: "the slow client to reconnect" });
+      assert.deepEqual(notices[0], { reason: "slow-consumer", reconnect: true });
+      await waitFor(() => new Set(got).size === N, { timeoutMs: 60000, what: "every event at the slow client, after replay" });
+      t.diagnostic(`${N} × 40 KB from A; the slow socket on B received ${got.length} (duplicates ${got.length - N}) after its eviction and replay`);
+    } finally {
+      slow?.close();
+      await a.stop();
+      await b.stop();
+      await broker.stop();
+    }
+  });
+});

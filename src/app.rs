@@ -390,6 +390,7 @@ fn socket_server(
                 io,
                 hub: hub.clone(),
                 delivery: None,
+                stats: stats.clone(),
             };
             (router::attach(layer, admission), hub, Some(links))
         }

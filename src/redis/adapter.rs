@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -25,6 +25,7 @@ use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::socket::slow::QuietRooms;
 use crate::stats::Stats;
 
 /// The adapter this service uses when `REDIS_URL` is set.
@@ -37,6 +38,11 @@ const CHANNEL_BUFFER: usize = 65_536;
 
 /// How long a cluster-wide query (sockets, rooms) waits for the other nodes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What socketioxide-redis's channel names contain (`<prefix>-request#<ns>#[<uid>#]`,
+/// `<prefix>-response#<ns>#<uid>#`).
+const REQUEST_CHANNEL: &str = "-request#";
+const RESPONSE_CHANNEL: &str = "-response#";
 
 /// Broadcasts sent in one pipeline at most (more wait for the next round trip).
 const MAX_PIPELINE: usize = 4_096;
@@ -58,6 +64,11 @@ pub struct PubSub {
     /// waits for its broadcast to be published, and delivery emits one bounded batch at a
     /// time.
     publisher: mpsc::UnboundedSender<Publish>,
+    /// Rooms broadcast to by other nodes (see [`QuietRooms`]).
+    pub(crate) quiet: Arc<QuietRooms>,
+    /// This node's adapter id, read from the response channel it subscribes to: its own
+    /// broadcasts come back on the request channel and are not remote.
+    own: Arc<OnceLock<String>>,
 }
 
 impl PubSub {
@@ -71,13 +82,18 @@ impl PubSub {
         let client = ::redis::Client::open(info)?;
         let handlers: Handlers = Arc::default();
         let dropped = Arc::new(AtomicBool::new(false));
+        let (quiet, own) = (Arc::new(QuietRooms::default()), Arc::new(OnceLock::new()));
         let (sink, lost) = (handlers.clone(), dropped.clone());
+        let remote = Remote {
+            quiet: quiet.clone(),
+            own: own.clone(),
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_max_delay(Duration::from_secs(2))
             .set_push_sender(move |push: PushInfo| {
-                route_push(push, &sink, &lost, &stats);
+                route_push(push, &sink, &lost, &stats, &remote);
                 Ok::<(), std::convert::Infallible>(())
             })
             .set_automatic_resubscription();
@@ -89,6 +105,8 @@ impl PubSub {
             handlers,
             dropped,
             publisher,
+            quiet,
+            own,
         })
     }
 
@@ -136,8 +154,36 @@ async fn publish_in_order(mut conn: ConnectionManager, mut queue: mpsc::Unbounde
     }
 }
 
-/// Hands a pushed message to the stream subscribed to its channel; notes a dropped connection.
-fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: &Stats) {
+/// What the driver notes of other nodes' broadcasts.
+struct Remote {
+    quiet: Arc<QuietRooms>,
+    own: Arc<OnceLock<String>>,
+}
+
+impl Remote {
+    /// A request from the adapter's request channel: a broadcast from another node notes
+    /// its rooms. (Decoded once more here, as socketioxide-redis decodes it: its adapter
+    /// keeps what a broadcast's refusals were to itself.)
+    fn note(&self, message: &[u8]) {
+        use socketioxide_core::adapter::remote_packet::{RequestIn, RequestTypeIn};
+        let Ok(request) = rmp_serde::from_slice::<RequestIn>(message) else {
+            return;
+        };
+        if self.own.get().is_some_and(|own| *own == request.node_id.to_string()) {
+            return;
+        }
+        if let (RequestTypeIn::Broadcast(_), Some(opts)) = (&request.r#type, &request.opts) {
+            let now = std::time::Instant::now();
+            for room in &opts.rooms {
+                self.quiet.note(room, now);
+            }
+        }
+    }
+}
+
+/// Hands a pushed message to the stream subscribed to its channel; notes a dropped connection
+/// and other nodes' broadcasts.
+fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: &Stats, remote: &Remote) {
     if push.kind == PushKind::Disconnection {
         dropped.store(true, Ordering::Release);
         tracing::warn!("Redis pub/sub connection lost; reconnecting and re-subscribing");
@@ -157,6 +203,9 @@ fn route_push(push: PushInfo, handlers: &Handlers, dropped: &AtomicBool, stats: 
         tracing::warn!("unreadable message from Redis pub/sub");
         return;
     };
+    if channel.contains(REQUEST_CHANNEL) {
+        remote.note(&message);
+    }
     let handlers = handlers.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(tx) = handlers.get(&channel)
         && tx.try_send((channel, message)).is_err()
@@ -187,6 +236,12 @@ impl Driver for PubSub {
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
+        // socketioxide-redis's response channel ends with the adapter's id: `…#<uid>#`.
+        if chan.contains(RESPONSE_CHANNEL)
+            && let Some(uid) = chan.trim_end_matches('#').rsplit('#').next()
+        {
+            let _ = self.own.set(uid.to_owned());
+        }
         let (tx, rx) = mpsc::channel(size);
         // Registered first: a message may be pushed as soon as the subscription is confirmed.
         self.handlers

@@ -18,6 +18,7 @@ use crate::delivery::Delivery;
 use crate::health::Health;
 use crate::socket;
 use crate::socket::hub::Hub;
+use crate::stats::Stats;
 use crate::supervisor::every;
 use adapter::{ClusterAdapter, PubSub};
 use history::RedisHistory;
@@ -30,7 +31,13 @@ pub(crate) struct Links {
     pub(crate) hub: Arc<dyn Hub>,
     /// For heads to announce after broadcasts the cluster did not take (set once built).
     pub(crate) delivery: Option<Delivery>,
+    /// Counters (slow sockets evicted).
+    pub(crate) stats: Arc<Stats>,
 }
+
+/// How long a room that got other nodes' broadcasts must be quiet before its head is
+/// announced to this node's sockets in it (see `socket::slow::QuietRooms`).
+const QUIET_AFTER: Duration = Duration::from_secs(2);
 
 impl Links {
     /// Subscribes the namespace's adapter channels (retrying until Redis answers), then
@@ -68,6 +75,10 @@ impl Links {
                 if rooms > 0 {
                     tracing::info!(rooms, "announced the heads of rooms whose broadcast the cluster had not taken");
                 }
+            }
+            if up {
+                let quiet = self.pubsub.quiet.take_quiet(std::time::Instant::now(), QUIET_AFTER);
+                socket::slow::announce_quiet(&self.io, &self.history, quiet, &self.stats).await;
             }
             if health.set_redis(up) {
                 if up {

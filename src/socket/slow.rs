@@ -10,9 +10,10 @@
 //! and the client helper reconnects with its positions. A socket that never drains is
 //! closed by the Engine.IO heartbeat.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -70,4 +71,104 @@ fn evict<A: Adapter>(s: SocketRef<A>, stats: Arc<Stats>) {
             tracing::warn!(sid = %s.id, "slow socket did not drain; leaving it to the heartbeat timeout");
         }
     });
+}
+
+/// Rooms that received broadcasts from other nodes, until they go quiet. A room broadcast
+/// from another node is delivered here by socketioxide's Redis adapter, which drops the
+/// refusals of sockets whose buffer is full: this node never learns that one of its sockets
+/// missed it. So once such a room has been quiet for a moment, its head is announced to this
+/// node's sockets in it, as after a missed local emit ([`after_missed_emit`]): a socket that
+/// missed an envelope sees its gap and resyncs, one still full is evicted. A busy room needs
+/// none of it (its next envelope shows the gap), and a quiet one costs one notice per burst.
+#[derive(Default)]
+pub struct QuietRooms {
+    /// Room → when its last remote broadcast arrived.
+    rooms: Mutex<HashMap<String, Instant>>,
+}
+
+/// Rooms remembered at most; beyond, new ones are not (their next envelope, or the next
+/// reconnection, shows any gap).
+const MAX_QUIET_ROOMS: usize = 100_000;
+
+impl QuietRooms {
+    /// A broadcast from another node reached `room`.
+    pub(crate) fn note(&self, room: &str, now: Instant) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = rooms.get_mut(room) {
+            *at = now;
+        } else if rooms.len() < MAX_QUIET_ROOMS {
+            rooms.insert(room.to_owned(), now);
+        }
+    }
+
+    /// The rooms quiet for `quiet` or longer, forgotten here.
+    pub(crate) fn take_quiet(&self, now: Instant, quiet: Duration) -> Vec<String> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due: Vec<String> = rooms
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= quiet)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in &due {
+            rooms.remove(room);
+        }
+        due
+    }
+}
+
+/// Announces the head of each room in `rooms` to this node's sockets in it, evicting those
+/// that cannot take it (see [`QuietRooms`]); returns how many rooms were announced.
+pub(crate) async fn announce_quiet<A: Adapter>(
+    io: &SocketIo<A>,
+    history: &dyn crate::history::History,
+    rooms: Vec<String>,
+    stats: &Arc<Stats>,
+) -> usize {
+    let mut announced = 0;
+    for room in rooms {
+        let members = io.to(room.clone()).sockets().len();
+        if members == 0 {
+            continue;
+        }
+        match history.head(&room).await {
+            Ok(head) if !head.is_unborn() => {
+                after_missed_emit(io, &head.in_room(room), members, stats);
+                announced += 1;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(room, %error, "no head to announce for a quiet room"),
+        }
+    }
+    announced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_due_once_quiet_and_then_forgotten() {
+        let quiet = QuietRooms::default();
+        let t0 = Instant::now();
+        quiet.note("user:1", t0);
+        quiet.note("user:2", t0);
+        quiet.note("user:1", t0 + Duration::from_millis(1500)); // still busy
+        assert_eq!(
+            quiet.take_quiet(t0 + Duration::from_millis(2000), Duration::from_secs(2)),
+            ["user:2"]
+        );
+        assert!(
+            quiet
+                .take_quiet(t0 + Duration::from_millis(2100), Duration::from_secs(2))
+                .is_empty()
+        );
+        assert_eq!(
+            quiet.take_quiet(t0 + Duration::from_millis(3500), Duration::from_secs(2)),
+            ["user:1"]
+        );
+        assert!(
+            quiet.take_quiet(t0 + Duration::from_secs(60), Duration::from_secs(2)).is_empty(),
+            "announced once"
+        );
+    }
 }
