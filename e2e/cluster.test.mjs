@@ -4,7 +4,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  bridgeEnv, counters, producer, startBridge, startBroker, startProxy, startRedis, token, waitFor,
+  bridgeEnv, bulkAdminBroadcasts, counters, producer, startBridge, startBroker, startProxy, startRedis, token, waitFor,
 } from "./harness.mjs";
 import { resumable } from "@realtime-bridge/client";
 import { DLQ, PARTITIONS, client, expected, portOf, prefix, send, settled, stream, tally, twoNodes } from "./cluster-kit.mjs";
@@ -266,13 +266,7 @@ describe("a slow socket on the node that did not emit", () => {
       // made by A (the REST call's node) and reaches B through Redis.
       slow.socket.io.engine.transport.ws._socket.pause();
       const N = 300;
-      const pad = "x".repeat(40 * 1024);
-      for (let i = 0; i < N; i++) {
-        const res = await fetch(`${a.url}/realtime/broadcast/admin`, {
-          method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "bulk", data: { i, pad } }),
-        });
-        assert.equal(res.status, 200);
-      }
+      await bulkAdminBroadcasts(a.url, key, N);
       await waitFor(async () => /realtime_slow_disconnects_total [1-9]/.test(await (await fetch(`${b.url}/metrics`)).text()), { timeoutMs: 20000, what: "B to find its slow socket" });
       slow.socket.io.engine.transport.ws._socket.resume();
       await waitFor(() => hellos.length >= 2, { timeoutMs: 60000, what: "the slow client to reconnect" });

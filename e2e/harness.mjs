@@ -418,3 +418,15 @@ export async function readTopic(brokers, topic, count, timeoutMs = 30000) {
     await consumer.disconnect();
   }
 }
+
+/** `n` admin broadcasts `{event: "bulk", data: {i, pad}}` (40 KB each) through `url`'s REST
+ * API, one after the other, each answered 200: enough to fill a paused socket's buffers. */
+export async function bulkAdminBroadcasts(url, key, n) {
+  const pad = "x".repeat(40 * 1024);
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${url}/realtime/broadcast/admin`, {
+      method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "bulk", data: { i, pad } }),
+    });
+    if (res.status !== 200) throw new Error(`admin broadcast ${i}: ${res.status} ${await res.text()}`);
+  }
+}

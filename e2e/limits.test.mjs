@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { resumable } from "@realtime-bridge/client";
 import {
-  JWT_SECRET, bridgeEnv, connect, counters, producer, request, startBridge, startBroker, token, waitFor, within,
+  JWT_SECRET, bridgeEnv, bulkAdminBroadcasts, connect, counters, producer, request, startBridge, startBroker, token, waitFor, within,
 } from "./harness.mjs";
 
 const b64url = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
@@ -136,14 +136,8 @@ describe("limits and security", () => {
     // Stop reading: the kernel buffers fill, then the bridge's 64-packet buffer.
     slow.socket.io.engine.transport.ws._socket.pause();
     const N = 400;
-    const pad = "x".repeat(40 * 1024);
     const sentAt = performance.now();
-    for (let i = 0; i < N; i++) {
-      const res = await fetch(`${bridge.url}/realtime/broadcast/admin`, {
-        method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ event: "bulk", data: { i, pad } }),
-      });
-      assert.equal(res.status, 200);
-    }
+    await bulkAdminBroadcasts(bridge.url, key, N);
     const sendMs = performance.now() - sentAt;
     await waitFor(() => good.of("admin:bulk").length === N, { what: "every event at the well-behaved socket" }).catch((e) => {
       const evicted = bridge.logs.filter((l) => /evicting|slow socket/.test(l.message ?? ""));
