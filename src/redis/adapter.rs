@@ -21,6 +21,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{PushInfo, PushKind, RedisError};
 use socketioxide::adapter::Emitter;
+use socketioxide_core::Uid;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::{mpsc, oneshot};
@@ -64,11 +65,8 @@ pub struct PubSub {
     /// waits for its broadcast to be published, and delivery emits one bounded batch at a
     /// time.
     publisher: mpsc::UnboundedSender<Publish>,
-    /// Rooms broadcast to by other nodes (see [`QuietRooms`]).
-    pub(crate) quiet: Arc<QuietRooms>,
-    /// This node's adapter id, read from the response channel it subscribes to: its own
-    /// broadcasts come back on the request channel and are not remote.
-    own: Arc<OnceLock<String>>,
+    /// What is noted of other nodes' broadcasts.
+    pub(crate) remote: Arc<Remote>,
 }
 
 impl PubSub {
@@ -82,18 +80,14 @@ impl PubSub {
         let client = ::redis::Client::open(info)?;
         let handlers: Handlers = Arc::default();
         let dropped = Arc::new(AtomicBool::new(false));
-        let (quiet, own) = (Arc::new(QuietRooms::default()), Arc::new(OnceLock::new()));
-        let (sink, lost) = (handlers.clone(), dropped.clone());
-        let remote = Remote {
-            quiet: quiet.clone(),
-            own: own.clone(),
-        };
+        let remote = Arc::new(Remote::default());
+        let (sink, lost, noted) = (handlers.clone(), dropped.clone(), remote.clone());
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_max_delay(Duration::from_secs(2))
             .set_push_sender(move |push: PushInfo| {
-                route_push(push, &sink, &lost, &stats, &remote);
+                route_push(push, &sink, &lost, &stats, &noted);
                 Ok::<(), std::convert::Infallible>(())
             })
             .set_automatic_resubscription();
@@ -105,8 +99,7 @@ impl PubSub {
             handlers,
             dropped,
             publisher,
-            quiet,
-            own,
+            remote,
         })
     }
 
@@ -155,9 +148,13 @@ async fn publish_in_order(mut conn: ConnectionManager, mut queue: mpsc::Unbounde
 }
 
 /// What the driver notes of other nodes' broadcasts.
-struct Remote {
-    quiet: Arc<QuietRooms>,
-    own: Arc<OnceLock<String>>,
+#[derive(Default)]
+pub(crate) struct Remote {
+    /// Rooms broadcast to by other nodes (see [`QuietRooms`]).
+    pub(crate) quiet: QuietRooms,
+    /// This node's adapter id, read from the response channel it subscribes to: its own
+    /// broadcasts come back on the request channel and are not remote.
+    own: OnceLock<Uid>,
 }
 
 impl Remote {
@@ -169,7 +166,7 @@ impl Remote {
         let Ok(request) = rmp_serde::from_slice::<RequestIn>(message) else {
             return;
         };
-        if self.own.get().is_some_and(|own| *own == request.node_id.to_string()) {
+        if self.own.get() == Some(&request.node_id) {
             return;
         }
         if let (RequestTypeIn::Broadcast(_), Some(opts)) = (&request.r#type, &request.opts) {
@@ -179,6 +176,15 @@ impl Remote {
             }
         }
     }
+}
+
+/// The adapter id in socketioxide-redis's response channel (`…-response#<ns>#<uid>#`), the
+/// one channel that names its subscriber.
+fn adapter_id(chan: &str) -> Option<Uid> {
+    if !chan.contains(RESPONSE_CHANNEL) {
+        return None;
+    }
+    chan.trim_end_matches('#').rsplit('#').next()?.parse().ok()
 }
 
 /// Hands a pushed message to the stream subscribed to its channel; notes a dropped connection
@@ -236,11 +242,8 @@ impl Driver for PubSub {
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
-        // socketioxide-redis's response channel ends with the adapter's id: `…#<uid>#`.
-        if chan.contains(RESPONSE_CHANNEL)
-            && let Some(uid) = chan.trim_end_matches('#').rsplit('#').next()
-        {
-            let _ = self.own.set(uid.to_owned());
+        if let Some(uid) = adapter_id(&chan) {
+            let _ = self.remote.own.set(uid);
         }
         let (tx, rx) = mpsc::channel(size);
         // Registered first: a message may be pushed as soon as the subscription is confirmed.
@@ -267,5 +270,18 @@ impl Driver for PubSub {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adapter_id_is_read_from_its_response_channel_only() {
+        let uid = Uid::new();
+        assert_eq!(adapter_id(&format!("rb:socket.io-response#/#{uid}#")), Some(uid));
+        assert_eq!(adapter_id(&format!("rb:socket.io-request#/#{uid}#")), None);
+        assert_eq!(adapter_id("rb:socket.io-response#/#not-an-id#"), None);
     }
 }

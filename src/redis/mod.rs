@@ -77,7 +77,7 @@ impl Links {
                 }
             }
             if up {
-                let quiet = self.pubsub.quiet.take_quiet(std::time::Instant::now(), QUIET_AFTER);
+                let quiet = self.pubsub.remote.quiet.take_quiet(std::time::Instant::now(), QUIET_AFTER);
                 socket::slow::announce_quiet(&self.io, &self.history, quiet, &self.stats).await;
             }
             if health.set_redis(up) {
