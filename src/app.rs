@@ -57,6 +57,22 @@ pub struct App {
     dev_broker: Option<DevBroker>,
 }
 
+/// The decoding stage of `config`: its mapping, and the registry client when
+/// `SCHEMA_REGISTRY_URL` is set.
+fn decoder(config: &Config, health: &Health) -> anyhow::Result<crate::decode::Decoder> {
+    let registry = match &config.schema_registry {
+        Some(registry) => {
+            health.enable_registry();
+            Some(Arc::new(crate::decode::registry::Registry::new(registry)?))
+        }
+        None => None,
+    };
+    if config.mapping.file_sources() > 0 {
+        tracing::info!(sources = config.mapping.file_sources(), topics = ?config.mapping.subscriptions(), "event mapping loaded");
+    }
+    Ok(crate::decode::Decoder::new(config.mapping.clone(), registry))
+}
+
 impl App {
     /// Starts the development broker if needed, binds the port and creates the consumer.
     pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -88,7 +104,8 @@ impl App {
             history.clone(),
             gate,
             config.kafka.max_record_bytes,
-        );
+        )
+        .with_decoder(decoder(&config, &health)?);
         let redis = redis.map(|links| Links {
             delivery: Some(delivery.clone()),
             ..links

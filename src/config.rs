@@ -274,6 +274,41 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this deployment writes.
     pub redis_prefix: String,
+    /// Which event each record is: `EVENT_MAPPING_FILE`'s sources, then the built-in one.
+    pub mapping: crate::mapping::Mapping,
+    /// The schema registry for the Confluent wire format (`SCHEMA_REGISTRY_URL`).
+    pub schema_registry: Option<RegistryConfig>,
+}
+
+/// `SCHEMA_REGISTRY_*`. `Debug` never shows the password or the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// The Confluent-compatible API's base URL (Apicurio: `…/apis/ccompat/v7`).
+    pub url: String,
+    /// Basic auth user.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<String>,
+    /// Bearer token (when no user is set).
+    pub token: Option<String>,
+    /// A PEM file of the CAs to trust for HTTPS, besides the bundled web roots.
+    pub ca_file: Option<String>,
+    /// Schemas kept, at most.
+    pub cache_size: usize,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .field("ca_file", &self.ca_file)
+            .field("cache_size", &self.cache_size)
+            .finish()
+    }
 }
 
 impl Config {
@@ -281,6 +316,13 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = std::env::vars().collect();
         Self::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    /// `SCHEMA_REGISTRY_*` alone, from the process environment (for `check-mapping`).
+    pub fn registry_from_env() -> Result<Option<RegistryConfig>, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        let get = trimmed(|k: &str| vars.get(k).cloned());
+        schema_registry(&get)
     }
 
     /// Reads the configuration from any key lookup (the environment, or a map in tests).
@@ -302,10 +344,16 @@ impl Config {
         let (jwt_key, jwt_audience, jwt_issuer) = jwt(get, prod)?;
         let (redis_url, redis_prefix) = redis(get)?;
         let (shutdown_grace, shutdown_delay) = shutdown(get)?;
+        let mapping = match get("EVENT_MAPPING_FILE") {
+            Some(path) => crate::mapping::Mapping::load(&path).map_err(|e| invalid("EVENT_MAPPING_FILE", e.0))?,
+            None => crate::mapping::Mapping::built_in(),
+        };
         Ok(Config {
             app_env,
             bind: SocketAddr::new(host, port),
-            kafka: kafka(get, prod)?,
+            kafka: kafka(get, prod, &mapping.subscriptions())?,
+            schema_registry: schema_registry(get)?,
+            mapping,
             jwt_key,
             jwt_audience,
             jwt_issuer,
@@ -353,7 +401,37 @@ pub const MAX_PRODUCT_SUBSCRIPTIONS_CAP: usize = 200;
 /// How a section reads variables (empty values already count as unset).
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
+/// `SCHEMA_REGISTRY_*`; `None` without `SCHEMA_REGISTRY_URL`.
+fn schema_registry(get: Lookup<'_>) -> Result<Option<RegistryConfig>, ConfigError> {
+    let Some(url) = get("SCHEMA_REGISTRY_URL") else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid("SCHEMA_REGISTRY_URL", "expected http://… or https://…".into()));
+    }
+    let username = get("SCHEMA_REGISTRY_USERNAME");
+    let password = secret(get, "SCHEMA_REGISTRY_PASSWORD")?;
+    let token = secret(get, "SCHEMA_REGISTRY_TOKEN")?;
+    if username.is_some() && token.is_some() {
+        return Err(invalid(
+            "SCHEMA_REGISTRY_TOKEN",
+            "set SCHEMA_REGISTRY_USERNAME (Basic) or SCHEMA_REGISTRY_TOKEN (bearer), not both".into(),
+        ));
+    }
+    if password.is_some() && username.is_none() {
+        return Err(invalid("SCHEMA_REGISTRY_PASSWORD", "needs SCHEMA_REGISTRY_USERNAME".into()));
+    }
+    Ok(Some(RegistryConfig {
+        url,
+        username,
+        password,
+        token,
+        ca_file: get("SCHEMA_REGISTRY_CA_FILE"),
+        cache_size: parse_range(get, "SCHEMA_REGISTRY_CACHE_SIZE", 1_000, 1..=100_000)?,
+    }))
+}
+
+fn kafka(get: Lookup<'_>, prod: bool, mapped_topics: &[String]) -> Result<KafkaConfig, ConfigError> {
     let brokers = get("KAFKA_BROKERS");
     if prod && brokers.is_none() {
         return Err(ConfigError::RequiredInProduction {
@@ -369,6 +447,13 @@ fn kafka(get: Lookup<'_>, prod: bool) -> Result<KafkaConfig, ConfigError> {
         .collect();
     if topics.is_empty() {
         return Err(invalid("KAFKA_TOPICS", "no topic or pattern given".into()));
+    }
+    // EVENT_MAPPING_FILE's sources are consumed besides KAFKA_TOPICS.
+    let mut topics = topics;
+    for topic in mapped_topics {
+        if !topics.contains(topic) {
+            topics.push(topic.clone());
+        }
     }
     let offset_reset = one_of(
         get,

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socketioxide::BroadcastError;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, ParseError, Source};
+use crate::decode::{Decoder, Input, RecordError, Schemas};
+use crate::events::{ParseError, Source};
 use crate::history::{Entry, History, HistoryError, NewEntry};
 use crate::retry::Backoff;
 use crate::routing::{Route, RoutingRules, route};
@@ -74,6 +75,9 @@ pub(crate) struct Record<'a> {
     pub(crate) offset: i64,
     /// Epoch milliseconds as the producer or broker wrote them: any value.
     pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) key: Option<&'a [u8]>,
+    /// Its headers (those with a value), in order.
+    pub(crate) headers: &'a [(&'a str, &'a [u8])],
     pub(crate) payload: Option<&'a [u8]>,
 }
 
@@ -84,7 +88,7 @@ pub(crate) enum Outcome {
     /// Stored and emitted to every room it routes to.
     Delivered,
     /// Not an event; the caller dead-letters it.
-    Rejected(ParseError),
+    Rejected(RecordError),
 }
 
 /// Parses, routes, stores and emits.
@@ -96,6 +100,8 @@ pub struct Delivery {
     history: Arc<dyn History>,
     gate: Arc<Gate>,
     max_record_bytes: usize,
+    /// Records → events: wire formats, envelopes, the mapping.
+    decoder: Decoder,
     /// One delivery at a time: per-room order of emits holds even while one waits on a
     /// retry (which happens outside the gate).
     in_order: Arc<tokio::sync::Mutex<()>>,
@@ -120,9 +126,20 @@ impl Delivery {
             history,
             gate,
             max_record_bytes,
+            decoder: Decoder::new(crate::mapping::Mapping::built_in(), None),
             in_order: Arc::default(),
             unannounced: Arc::default(),
         }
+    }
+
+    /// The same pipeline, decoding records with `decoder`.
+    pub fn with_decoder(self, decoder: Decoder) -> Self {
+        Delivery { decoder, ..self }
+    }
+
+    /// The decoding stage (its registry, for the consumer to fetch schemas before a batch).
+    pub(crate) fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     /// Handles one record alone (the consumer settles batches). A record that is not a valid event comes back as
@@ -131,7 +148,7 @@ impl Delivery {
     /// emit) and the record must be retried, its offset not stored.
     #[cfg(test)]
     pub(crate) async fn handle_record(&self, rec: Record<'_>, stop: &CancellationToken) -> Result<Outcome, DeliveryError> {
-        match self.prepare(rec) {
+        match self.prepare(rec, &Schemas::default()) {
             Ok(routes) => {
                 self.deliver(&routes, Patience::UntilStopped(stop)).await?;
                 self.delivered(rec);
@@ -141,21 +158,32 @@ impl Delivery {
         }
     }
 
-    /// Parses and routes one record, counting it: where it goes, or why it is not an event
-    /// (logged with its coordinates; the caller dead-letters it).
-    pub(crate) fn prepare(&self, rec: Record<'_>) -> Result<Vec<Route>, ParseError> {
+    /// Decodes and routes one record, counting it: where it goes, or why it is not an event
+    /// (logged with its coordinates; the caller dead-letters it). `schemas` holds those its
+    /// value names (the Confluent wire format), fetched beforehand.
+    pub(crate) fn prepare(&self, rec: Record<'_>, schemas: &Schemas) -> Result<Vec<Route>, RecordError> {
         self.stats.consumed(rec.topic);
         let size = rec.payload.map_or(0, <[u8]>::len);
         let parsed = if size > self.max_record_bytes {
-            Err(ParseError::TooLarge {
-                size,
-                limit: self.max_record_bytes,
-            })
+            Err(RecordError::Map(
+                ParseError::TooLarge {
+                    size,
+                    limit: self.max_record_bytes,
+                }
+                .into(),
+            ))
         } else {
-            Event::parse(rec.topic, rec.payload)
+            let input = Input {
+                topic: rec.topic,
+                key: rec.key,
+                headers: rec.headers,
+                payload: rec.payload,
+            };
+            self.decoder.event(&input, schemas)
         };
         match parsed {
-            Ok(event) => {
+            Ok((event, format, envelope)) => {
+                crate::metrics::record_decoded(format.as_str(), envelope.as_str());
                 self.stats.parsed(&event.event_type());
                 let source = Source::kafka(rec.topic, rec.partition, rec.offset, rec.timestamp_ms);
                 Ok(route(&event, &source, self.rules))
@@ -439,7 +467,7 @@ mod tests {
             hub.up.store(true, Ordering::SeqCst);
             let (d, _) = delivery(hub);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let record = Record { topic: &topic, partition, offset, timestamp_ms: timestamp, payload: value.as_deref() };
+            let record = Record { topic: &topic, partition, offset, timestamp_ms: timestamp, key: None, headers: &[], payload: value.as_deref() };
             let outcome = rt.block_on(d.handle_record(record, &CancellationToken::new()));
             proptest::prop_assert!(matches!(outcome, Ok(Outcome::Delivered | Outcome::Rejected(_))), "{outcome:?}");
         }
@@ -583,6 +611,8 @@ mod tests {
             partition: 0,
             offset: 7,
             timestamp_ms: None,
+            key: None,
+            headers: &[],
             payload: Some(br#"{"productId":"p-1","stock":0,"previousStock":4}"#),
         };
         for _ in 0..2 {

@@ -26,8 +26,9 @@ pub fn bounded_error(mut text: String) -> String {
 /// Why a record could not become an event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
-    /// The topic is under a subscribed pattern but no event type is known for it.
-    #[error("no event type for topic {0:?}")]
+    /// The record's event type (its topic, or what its mapping source made of it) is not
+    /// one the bridge knows.
+    #[error("no event type {0:?} (known: order.<action>, inventory.updated, product.created, product.updated)")]
     UnknownTopic(String),
     /// The record has no value (a tombstone or an empty produce).
     #[error("record has no payload")]
@@ -175,31 +176,30 @@ impl ProductAction {
 }
 
 impl Event {
-    /// Parses a record value published on `topic`.
+    /// Parses a record value published on `topic` in the bridge's own JSON: the event type
+    /// is the topic. The decoding stage ([`crate::decode`]) reads every other shape.
     pub fn parse(topic: &str, payload: Option<&[u8]>) -> Result<Event, ParseError> {
-        let (family, action) = topic.split_once('.').ok_or_else(|| ParseError::UnknownTopic(topic.to_owned()))?;
         // Decide the type before touching the payload so an unknown topic is reported as such.
-        enum Kind {
-            Order,
-            Inventory,
-            Product(ProductAction),
-        }
-        let kind = match (family, action) {
-            ("order", a) if is_action(a) => Kind::Order,
-            ("inventory", "updated") => Kind::Inventory,
-            ("product", "created") => Kind::Product(ProductAction::Created),
-            ("product", "updated") => Kind::Product(ProductAction::Updated),
-            _ => return Err(ParseError::UnknownTopic(topic.to_owned())),
-        };
+        EventKind::of(topic)?;
         let payload = payload.filter(|p| !p.is_empty()).ok_or(ParseError::EmptyPayload)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| ParseError::InvalidPayload(bounded_error(e.to_string())))?;
+        Event::from_value(topic, value)
+    }
+
+    /// The typed event of type `event_type` (`order.<action>`, `inventory.updated`,
+    /// `product.created|updated`) from a decoded value: the one step every record shape
+    /// ends in.
+    pub fn from_value(event_type: &str, value: serde_json::Value) -> Result<Event, ParseError> {
+        let kind = EventKind::of(event_type)?;
         // serde would also read a struct from a JSON array; events are objects only.
-        if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !value.is_object() {
             return Err(ParseError::InvalidPayload("expected a JSON object".to_owned()));
         }
         let invalid = |e: serde_json::Error| ParseError::InvalidPayload(bounded_error(e.to_string()));
         match kind {
-            Kind::Order => {
-                let mut order: OrderEvent = serde_json::from_slice(payload).map_err(invalid)?;
+            EventKind::Order(action) => {
+                let mut order: OrderEvent = serde_json::from_value(value).map_err(invalid)?;
                 if order.status.is_empty() && action == "cancelled" {
                     order.status = "cancelled".to_owned();
                 }
@@ -211,13 +211,13 @@ impl Event {
                     order,
                 })
             }
-            Kind::Inventory => {
-                let inv: InventoryEvent = serde_json::from_slice(payload).map_err(invalid)?;
+            EventKind::Inventory => {
+                let inv: InventoryEvent = serde_json::from_value(value).map_err(invalid)?;
                 non_empty("productId", &inv.product_id)?;
                 Ok(Event::Inventory(inv))
             }
-            Kind::Product(action) => {
-                let product: ProductEvent = serde_json::from_slice(payload).map_err(invalid)?;
+            EventKind::Product(action) => {
+                let product: ProductEvent = serde_json::from_value(value).map_err(invalid)?;
                 non_empty("productId", &product.product_id)?;
                 if action == ProductAction::Created {
                     non_empty("name", product.name.as_deref().unwrap_or(""))?;
@@ -245,6 +245,32 @@ impl Event {
             Event::Product { product, .. } => serde_json::to_value(product),
         }
         .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The event types the bridge knows, told from their dotted name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind<'a> {
+    /// `order.<action>` with this action.
+    Order(&'a str),
+    /// `inventory.updated`.
+    Inventory,
+    /// `product.created` / `product.updated`.
+    Product(ProductAction),
+}
+
+impl<'a> EventKind<'a> {
+    /// The kind of `event_type`, or [`ParseError::UnknownTopic`].
+    pub fn of(event_type: &'a str) -> Result<EventKind<'a>, ParseError> {
+        let unknown = || ParseError::UnknownTopic(event_type.to_owned());
+        let (family, action) = event_type.split_once('.').ok_or_else(unknown)?;
+        match (family, action) {
+            ("order", a) if is_action(a) => Ok(EventKind::Order(a)),
+            ("inventory", "updated") => Ok(EventKind::Inventory),
+            ("product", "created") => Ok(EventKind::Product(ProductAction::Created)),
+            ("product", "updated") => Ok(EventKind::Product(ProductAction::Updated)),
+            _ => Err(unknown()),
+        }
     }
 }
 

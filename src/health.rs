@@ -24,11 +24,17 @@ pub struct Health {
     redis: AtomicU8,
     consumer_restarts: AtomicU64,
     dead_letter_stuck: AtomicBool,
+    /// `None`: no registry configured; `Some(stuck)`.
+    registry: AtomicU8,
     failed_task: Mutex<Option<&'static str>>,
     /// Members the consumer group had at the last listing (0: not listed; only without
     /// Redis, see `kafka::peers`).
     group_members: AtomicU64,
 }
+
+const REGISTRY_DISABLED: u8 = 0;
+const REGISTRY_OK: u8 = 1;
+const REGISTRY_FAILING: u8 = 2;
 
 const REDIS_DISABLED: u8 = 0;
 const REDIS_UP: u8 = 1;
@@ -78,6 +84,10 @@ pub struct KafkaReport {
     /// the node is not ready).
     #[schema(example = "ok")]
     pub dead_letter: &'static str,
+    /// The schema registry (`SCHEMA_REGISTRY_URL`): `disabled`, `ok`, or `failing` while
+    /// records have waited 10 s for a schema it does not give (not ready meanwhile).
+    #[schema(example = "disabled")]
+    pub schema_registry: &'static str,
     /// Partitions assigned to this member (0 is legitimate when the group has more members than partitions).
     pub assigned_partitions: usize,
     /// Whether the embedded development broker is in use.
@@ -128,6 +138,7 @@ impl Health {
             redis: AtomicU8::new(REDIS_DISABLED),
             consumer_restarts: AtomicU64::new(0),
             dead_letter_stuck: AtomicBool::new(false),
+            registry: AtomicU8::new(REGISTRY_DISABLED),
             failed_task: Mutex::new(None),
             group_members: AtomicU64::new(0),
         }
@@ -141,6 +152,22 @@ impl Health {
     }
 
     /// Whether dead-lettering has been failing for a while (the consumer is held up).
+    /// A schema registry is configured (reported as `ok` until it fails).
+    pub(crate) fn enable_registry(&self) {
+        self.registry.store(REGISTRY_OK, Ordering::Release);
+    }
+
+    /// Whether records wait on a registry that has not answered for 10 s.
+    pub(crate) fn registry_stuck(&self) -> bool {
+        self.registry.load(Ordering::Acquire) == REGISTRY_FAILING
+    }
+
+    /// Records wait on an unavailable registry (not ready), or no longer do.
+    pub(crate) fn set_registry_stuck(&self, stuck: bool) {
+        self.registry
+            .store(if stuck { REGISTRY_FAILING } else { REGISTRY_OK }, Ordering::Release);
+    }
+
     pub(crate) fn set_dead_letter_stuck(&self, stuck: bool) {
         self.dead_letter_stuck.store(stuck, Ordering::Release);
     }
@@ -199,6 +226,7 @@ impl Health {
             && !self.draining.load(Ordering::Acquire)
             && self.redis.load(Ordering::Acquire) != REDIS_DOWN
             && !self.dead_letter_stuck.load(Ordering::Acquire)
+            && !self.registry_stuck()
             && !self.shared_without_redis()
             && self.failed_task.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
@@ -236,6 +264,11 @@ impl Health {
                     "failing"
                 } else {
                     "ok"
+                },
+                schema_registry: match self.registry.load(Ordering::Acquire) {
+                    REGISTRY_OK => "ok",
+                    REGISTRY_FAILING => "failing",
+                    _ => "disabled",
                 },
                 assigned_partitions: self.assignment.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 embedded_broker: self.embedded_broker,

@@ -1,6 +1,6 @@
 //! realtime-bridge: consumes business events from Kafka and pushes them to Socket.IO rooms.
 //!
-//! Data flows one way: [`kafka`] → [`events`] (parse) → [`routing`] (rooms) →
+//! Data flows one way: [`kafka`] → [`decode`] (wire formats, [`mapping`]) → [`events`] (typed) → [`routing`] (rooms) →
 //! [`delivery`] (history + emit) → [`socket`] clients. [`app`] wires it all from [`config`].
 
 // Every public item says what it is for; clippy -D warnings in CI enforces it.
@@ -8,8 +8,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod contract;
+pub mod decode;
 pub mod delivery;
 pub mod demo;
 mod drain;
@@ -19,6 +21,7 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod kafka;
+pub mod mapping;
 pub mod metrics;
 pub mod redis;
 mod retry;

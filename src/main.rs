@@ -32,6 +32,25 @@ enum Command {
         #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
         compression: String,
     },
+    /// Check an EVENT_MAPPING_FILE and print the event a record would become, or why not
+    /// (exit 1). With SCHEMA_REGISTRY_URL set, a value in the Confluent wire format is read
+    /// through that registry.
+    CheckMapping {
+        /// The mapping file (TOML).
+        file: String,
+        /// A file holding the record's value (JSON, or the bytes as produced).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// The record's topic (required with --record).
+        #[arg(long, requires = "record")]
+        topic: Option<String>,
+        /// The record's key.
+        #[arg(long, requires = "record")]
+        key: Option<String>,
+        /// A header NAME=VALUE (repeat for more).
+        #[arg(long = "header", requires = "record", value_parser = header_arg)]
+        headers: Vec<(String, String)>,
+    },
     /// Print the OpenAPI document (how `openapi/openapi.json` is regenerated).
     Openapi,
     /// Print the AsyncAPI document (how `openapi/asyncapi.json` is regenerated).
@@ -92,6 +111,13 @@ async fn main() -> anyhow::Result<()> {
             println!("published {sent} demo events");
             Ok(())
         }
+        Command::CheckMapping {
+            file,
+            record,
+            topic,
+            key,
+            headers,
+        } => check_mapping(&file, record, topic, key, headers).await,
         Command::Asyncapi => {
             println!("{}", serde_json::to_string_pretty(&realtime_bridge::contract::asyncapi())?);
             Ok(())
@@ -119,6 +145,38 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `check-mapping`: prints the report; exits 1 when the record is not an event.
+async fn check_mapping(
+    file: &str,
+    record: Option<std::path::PathBuf>,
+    topic: Option<String>,
+    key: Option<String>,
+    headers: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let record = match record {
+        Some(path) => Some(realtime_bridge::check::TryRecord {
+            topic: topic.ok_or_else(|| anyhow::anyhow!("--topic is required with --record"))?,
+            key,
+            headers,
+            value: std::fs::read(&path).map_err(|e| anyhow::anyhow!("--record {}: {e}", path.display()))?,
+        }),
+        None => None,
+    };
+    let registry = Config::registry_from_env()?
+        .map(|r| realtime_bridge::decode::registry::Registry::new(&r))
+        .transpose()?;
+    let (report, is_event) = realtime_bridge::check::check(file, record, registry).await?;
+    print!("{report}");
+    std::process::exit(if is_event { 0 } else { 1 });
+}
+
+/// `NAME=VALUE`.
+fn header_arg(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?}: expected NAME=VALUE"))
 }
 
 /// The HTTP status of `GET /health/live` on 127.0.0.1:`port`, within 3 s. Lets the

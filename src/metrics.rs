@@ -155,11 +155,32 @@ fn describe() {
         "Records whose handling panicked (a bug); each was dead-lettered."
     );
     describe_counter!("realtime_http_requests_total", "HTTP requests, by method, route and status.");
+    describe_counter!(
+        "realtime_records_decoded_total",
+        "Records decoded, by wire format (json, avro, protobuf, json-schema) and envelope."
+    );
+    describe_counter!(
+        "realtime_schema_registry_fetches_total",
+        "Schema registry fetches, by outcome (ok, not_found, invalid, unavailable)."
+    );
+    describe_gauge!("realtime_schema_cache_size", "Schemas held in the registry cache.");
     describe_histogram!(
         "realtime_http_request_duration_seconds",
         metrics::Unit::Seconds,
         "HTTP request duration."
     );
+}
+
+pub(crate) fn record_decoded(format: &'static str, envelope: &'static str) {
+    counter!("realtime_records_decoded_total", "format" => format, "envelope" => envelope).increment(1);
+}
+
+pub(crate) fn registry_fetch(outcome: &'static str) {
+    counter!("realtime_schema_registry_fetches_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn schema_cache_size(size: usize) {
+    gauge!("realtime_schema_cache_size").set(size as f64);
 }
 
 pub(crate) fn records_consumed(topic: &str) {

@@ -44,3 +44,50 @@ fn the_demo_producer_stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `check-mapping` is how a producer team tries a mapping before deploying it: the event a
+/// record becomes (exit 0), the dead-letter reason (exit 1), the file's error with its line.
+#[test]
+fn check_mapping_tells_what_a_record_becomes() {
+    let dir = std::env::temp_dir().join(format!("check-mapping-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mapping = dir.join("mapping.toml");
+    std::fs::write(
+        &mapping,
+        "[[source]]\ntopic = \"shop.orders\"\nevent = \"{header:eventType}\"\n[source.events]\nOrderShipped = \"order.updated\"\n[source.fields]\norderId = \"/id\"\nbuyerId = \"/customer/id\"\nstatus = \"/state\"\n",
+    )
+    .unwrap();
+    let record = dir.join("record.json");
+    std::fs::write(&record, r#"{"id": 7, "customer": {"id": "u-1"}, "state": "SHIPPED"}"#).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_realtime-bridge"))
+            .arg("check-mapping")
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (m, r) = (mapping.to_str().unwrap(), record.to_str().unwrap());
+    let (code, out) = run(&[m, "--record", r, "--topic", "shop.orders", "--header", "eventType=OrderShipped"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("event order.updated (format json, envelope none, by the source at line 1)"),
+        "{out}"
+    );
+    assert!(out.contains("\"buyerId\": \"u-1\"") && out.contains("\"orderId\": \"7\""), "{out}");
+    let (code, out) = run(&[m, "--record", r, "--topic", "shop.orders", "--header", "eventType=OrderRefunded"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("event OrderRefunded is not in [source.events]"), "{out}");
+    let (code, out) = run(&[m, "--record", r, "--topic", "shop.returns"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no source for topic shop.returns"), "{out}");
+    std::fs::write(&mapping, "[[source]]\ntopic = \"a\"\nevent = \"{headr:x}\"\n").unwrap();
+    let (code, out) = run(&[m]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("line 3: event:"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

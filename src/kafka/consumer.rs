@@ -29,6 +29,7 @@ use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientProperties, GroupProtocol, KafkaConfig};
+use crate::decode::{Input, Schemas};
 use crate::delivery::{Delivery, Patience, Record};
 use crate::faults::{Fault, Faults};
 use crate::health::Health;
@@ -231,14 +232,64 @@ enum Prepared {
     Ignored,
 }
 
-fn record<'a>(m: &'a BorrowedMessage<'_>) -> Record<'a> {
+fn record<'a>(m: &'a BorrowedMessage<'_>, headers: &'a [(&'a str, &'a [u8])]) -> Record<'a> {
     Record {
         topic: m.topic(),
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
+        key: m.key(),
+        headers,
         payload: m.payload(),
     }
+}
+
+/// A record's headers that have a value, in order (what the decoding stage reads).
+fn headers<'a>(m: &'a BorrowedMessage<'_>) -> Vec<(&'a str, &'a [u8])> {
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .map(|h| h.iter().filter_map(|h| Some((h.key, h.value?))).collect())
+        .unwrap_or_default()
+}
+
+/// The schema registry failing this long turns the node not ready (its records wait).
+const REGISTRY_STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// The schemas the batch's records name, fetched (or taken from the cache) before any is
+/// decoded; while the registry is unavailable this waits, and the node turns not ready
+/// after [`REGISTRY_STUCK_AFTER`]. `None` when `cancel` fires first.
+async fn fetch_schemas(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &CancellationToken) -> Option<Schemas> {
+    let Some(registry) = sinks.delivery.decoder().registry() else {
+        return Some(Schemas::default());
+    };
+    let ids: Vec<u32> = batch
+        .iter()
+        .filter_map(|m| {
+            let headers = headers(m);
+            crate::decode::schema_id(&Input {
+                topic: m.topic(),
+                key: None,
+                headers: &headers,
+                payload: m.payload(),
+            })
+        })
+        .collect();
+    if ids.is_empty() {
+        return Some(Schemas::default());
+    }
+    let schemas = registry
+        .resolve(ids, cancel, |reason, failing_for| {
+            if failing_for >= REGISTRY_STUCK_AFTER && !sinks.health.registry_stuck() {
+                tracing::error!(%reason, "schema registry unavailable for 10 s: not ready until it answers");
+                sinks.health.set_registry_stuck(true);
+            }
+        })
+        .await;
+    if schemas.is_some() && sinks.health.registry_stuck() {
+        tracing::info!("schema registry answers again");
+        sinks.health.set_registry_stuck(false);
+    }
+    schemas
 }
 
 /// Settles a batch in order: each run of events is delivered together (one history
@@ -247,7 +298,10 @@ fn record<'a>(m: &'a BorrowedMessage<'_>) -> Record<'a> {
 /// the dead-letter topic cannot take. Returns how many records, from the first, are
 /// settled: all unless `cancel` fired during a retry.
 async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &CancellationToken) -> usize {
-    let mut prepared: Vec<Prepared> = batch.iter().map(|m| prepare(m, sinks)).collect();
+    let Some(schemas) = fetch_schemas(batch, sinks, cancel).await else {
+        return 0;
+    };
+    let mut prepared: Vec<Prepared> = batch.iter().map(|m| prepare(m, sinks, &schemas)).collect();
     let mut start = 0;
     for end in 0..=batch.len() {
         if end < batch.len() && !matches!(prepared[end], Prepared::Rejected(_)) {
@@ -265,7 +319,7 @@ async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Can
             Delivered::Yes => {
                 for (m, p) in batch[start..end].iter().zip(&prepared[start..end]) {
                     if matches!(p, Prepared::Event(_)) {
-                        sinks.delivery.delivered(record(m));
+                        sinks.delivery.delivered(record(m, &[]));
                     }
                 }
             }
@@ -280,7 +334,7 @@ async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Can
                 }
             }
             Delivered::Panicked(message) => {
-                let reason = internal_error(record(&batch[start]), sinks, &message);
+                let reason = internal_error(record(&batch[start], &[]), sinks, &message);
                 if !dead_letter(&batch[start], &reason, sinks, cancel).await {
                     return start;
                 }
@@ -298,19 +352,20 @@ async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Can
 
 /// Parses and routes one record under a panic guard: a record whose handling panics (a
 /// bug) is dead-lettered like an invalid one.
-fn prepare(m: &BorrowedMessage<'_>, sinks: &Sinks) -> Prepared {
+fn prepare(m: &BorrowedMessage<'_>, sinks: &Sinks, schemas: &Schemas) -> Prepared {
     if m.topic() == sinks.dead_letters.topic() {
         // Configuration refuses a subscription matching the DLQ; this guards against a
         // pattern librdkafka reads differently, so bad records never loop.
         tracing::warn!(topic = m.topic(), offset = m.offset(), "ignoring a record of the dead-letter topic");
         return Prepared::Ignored;
     }
-    let rec = record(m);
+    let headers = headers(m);
+    let rec = record(m, &headers);
     let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if sinks.faults.fire(Fault::RecordPanic) {
             panic!("injected fault: handling a record");
         }
-        sinks.delivery.prepare(rec)
+        sinks.delivery.prepare(rec, schemas)
     }));
     match handled {
         Ok(Ok(routes)) => Prepared::Event(routes),

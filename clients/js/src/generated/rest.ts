@@ -200,6 +200,11 @@ export interface KafkaReport {
    */
   recordsInvalid: number;
   /**
+   * The schema registry (`SCHEMA_REGISTRY_URL`): `disabled`, `ok`, or `failing` while
+   * records have waited 10 s for a schema it does not give (not ready meanwhile).
+   */
+  schemaRegistry: string;
+  /**
    * Other members share the group and there is no `REDIS_URL`: each node would emit only
    * to its own sockets, so this node is not ready.
    */
