@@ -8,8 +8,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
 import {
-  bridgeEnv, connect, counters, readTopic, startBridge, startBroker, startProxy, token, waitFor,
+  bridgeEnv, connect, counters, producer, readTopic, startBridge, startBroker, startProxy, token, waitFor,
 } from "./harness.mjs";
 import { produceWith, startApicurio, startAuthProxy } from "./registry.mjs";
 
@@ -175,6 +176,33 @@ describe("bring your records", () => {
     for (const [format, envelope] of [["avro", "none"], ["protobuf", "none"], ["json-schema", "none"], ["json", "cloudevents-binary"], ["json", "cloudevents-structured"], ["json", "connect"], ["json", "json-string"]]) {
       assert.match(metrics, new RegExp(`realtime_records_decoded_total\\{(format="${format}",envelope="${envelope}"|envelope="${envelope}",format="${format}")\\} [1-9]`), `${format}/${envelope}`);
     }
+  });
+
+  test("kafkajs with @kafkajs/confluent-schema-registry: Avro and Protobuf (written without the message-index path) reach the buyer", async () => {
+    const kim = await buyer("kim");
+    const js = new SchemaRegistry({ host: apicurio.url });
+    const avro = await js.register({
+      type: SchemaType.AVRO,
+      schema: JSON.stringify({ type: "record", name: "JsOrder", namespace: "com.shop.js", fields: [
+        { name: "orderId", type: "string" }, { name: "buyerId", type: "string" }, { name: "status", type: "string" },
+        { name: "reason", type: ["null", "string"], default: null }] }),
+    }, { subject: "js-order-avro" });
+    const protobuf = await js.register({
+      type: SchemaType.PROTOBUF,
+      schema: `syntax = "proto3";\npackage shop.js;\nmessage JsOrder { string order_id = 1; string buyer_id = 2; string status = 3; int64 stock_left = 4; }\n`,
+    }, { subject: "js-order-protobuf" });
+    const kafka = await producer(broker.brokers);
+    try {
+      await kafka.sendRaw("order.updated", [
+        { value: await js.encode(avro.id, { orderId: "K-avro", buyerId: "kim", status: "paid", reason: "gift" }) },
+        { value: await js.encode(protobuf.id, { orderId: "K-protobuf", buyerId: "kim", status: "paid", stockLeft: 0 }) },
+      ]);
+    } finally {
+      await kafka.disconnect();
+    }
+    await waitFor(() => orders(kim).length >= 2, { what: "kim's two orders" });
+    const [a, p] = orders(kim);
+    assert.deepEqual([a.data.orderId, a.data.reason, p.data.orderId, p.data.buyerId], ["K-avro", "gift", "K-protobuf", "kim"]);
   });
 
   test("a schema evolution mid-stream (v2 adds a field) is read in order", async () => {

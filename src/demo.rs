@@ -124,6 +124,25 @@ pub async fn publish<F>(
 where
     F: FnMut(u64) -> (&'static str, String, Value),
 {
+    publish_bytes(brokers, properties, rate, count, cancel, |n| {
+        let (topic, key, value) = make(n);
+        (topic, key, value.to_string().into_bytes())
+    })
+    .await
+}
+
+/// [`publish`] with values already encoded (the load tool's Avro and Protobuf records).
+pub async fn publish_bytes<F>(
+    brokers: &str,
+    properties: &ClientProperties,
+    rate: u32,
+    count: Option<u64>,
+    cancel: CancellationToken,
+    mut make: F,
+) -> anyhow::Result<u64>
+where
+    F: FnMut(u64) -> (&'static str, String, Vec<u8>),
+{
     let producer: FutureProducer = crate::kafka::client_config(brokers, properties)
         .set("client.id", "realtime-bridge-demo")
         // Batches still form at high rates; the benchmark's latency includes this wait.
@@ -144,8 +163,7 @@ where
         };
         let due = count.map_or(due, |c| due.min(c));
         while sent < due && !cancel.is_cancelled() {
-            let (topic, key, value) = make(sent);
-            let payload = value.to_string();
+            let (topic, key, payload) = make(sent);
             let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
             let delivery = loop {
                 match producer.send_result(record) {

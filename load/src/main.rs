@@ -5,6 +5,7 @@
 
 mod bridge;
 mod client;
+mod formats;
 mod report;
 
 use std::collections::BTreeMap;
@@ -41,7 +42,7 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct Opts {
     /// The bridge binary to start (default: `realtime-bridge` next to this tool).
     #[arg(long, global = true)]
@@ -83,7 +84,7 @@ impl Opts {
     }
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Scenario {
     /// Many idle connections, heartbeats on: memory per connection, none dropped.
     Idle {
@@ -140,6 +141,14 @@ enum Scenario {
         /// Connections opened per second while the records are consumed (0: none).
         #[arg(long, default_value_t = 100)]
         handshakes: u32,
+        /// The records' format: the bridge's JSON, or Avro / Protobuf in the Confluent wire
+        /// format through `--registry`.
+        #[arg(long, value_enum, default_value = "json")]
+        format: formats::Format,
+        /// A schema registry's Confluent-compatible API (for avro and protobuf), e.g.
+        /// `http://127.0.0.1:8080/apis/ccompat/v7`; the bridge is given it too.
+        #[arg(long)]
+        registry: Option<String>,
     },
     /// A small personal + fan-out run (CI keeps the tool from rotting).
     Smoke,
@@ -217,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Each socket is a file: raise the soft limit to the hard one (20 000 here).
     let nofile = rlimit::increase_nofile_limit(u64::MAX).context("raising the open-file limit")?;
-    let summaries = match cli.scenario {
+    let summaries = match cli.scenario.clone() {
         Scenario::Idle { connections, duration } => vec![
             run(
                 &cli.opts,
@@ -296,7 +305,12 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?,
         ],
-        Scenario::Ingest { events, handshakes } => vec![ingest(&cli.opts, events, handshakes).await?],
+        Scenario::Ingest {
+            events,
+            handshakes,
+            format,
+            registry,
+        } => vec![ingest(&cli.opts, events, handshakes, format, registry.as_deref()).await?],
         Scenario::Smoke => vec![
             run(
                 &cli.opts,
@@ -686,19 +700,31 @@ async fn run(opts: &Opts, scenario: &str, plan: Plan) -> anyhow::Result<Summary>
 /// times how fast they consume, parse, route and store them. Meanwhile `handshakes`
 /// connections per second are opened, spread over the nodes, and timed (handshake →
 /// `connection:success`), then closed.
-async fn ingest(opts: &Opts, events: u64, handshakes: u32) -> anyhow::Result<Summary> {
+async fn ingest(opts: &Opts, events: u64, handshakes: u32, format: formats::Format, registry: Option<&str>) -> anyhow::Result<Summary> {
     let (brokers, _dev) = broker(opts)?;
-    eprintln!("ingest: publishing {events} records");
+    let encoder = formats::Encoder::new(format, registry, ORDERS).await?;
+    eprintln!("ingest: publishing {events} records ({format:?})");
     let make = |n: u64| {
         let user = format!("u{}", n % 5000);
-        (
-            ORDERS,
-            user.clone(),
-            json!({"orderId": format!("L{n}"), "buyerId": user, "status": "paid", "previousStatus": "pending"}),
-        )
+        let order = [
+            ("orderId", format!("L{n}")),
+            ("buyerId", user.clone()),
+            ("status", "paid".to_owned()),
+            ("previousStatus", "pending".to_owned()),
+        ];
+        (ORDERS, user, encoder.encode(&order))
     };
-    let published = demo::publish(&brokers, &Default::default(), 0, Some(events), CancellationToken::new(), make).await?;
+    let published = demo::publish_bytes(&brokers, &Default::default(), 0, Some(events), CancellationToken::new(), make).await?;
     let redis_before = redis_commands(opts).await?;
+    let mut opts_env;
+    let opts = match registry {
+        Some(url) => {
+            opts_env = opts.clone();
+            opts_env.bridge_env.push(format!("SCHEMA_REGISTRY_URL={url}"));
+            &opts_env
+        }
+        None => opts,
+    };
     let nodes = start_nodes(opts, &brokers, handshakes as usize * 60, "earliest").await?;
     let rss_before = nodes.rss_kib();
     let (cpu0, loader0) = (nodes.cpu_secs(), cpu_secs(std::process::id()));

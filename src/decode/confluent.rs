@@ -195,8 +195,18 @@ fn avro(schema: &apache_avro::Schema, references: &[apache_avro::Schema], body: 
 
 fn protobuf(pool: &DescriptorPool, file: &str, body: &[u8]) -> Result<Value, String> {
     let mut rest = body;
-    let message = message_at(pool, file, &mut rest)?;
-    let decoded = DynamicMessage::decode(message, rest).map_err(|e| bounded_error(e.to_string()))?;
+    let indexed = message_at(pool, file, &mut rest).and_then(|m| DynamicMessage::decode(m, rest).map_err(|e| bounded_error(e.to_string())));
+    let decoded = match indexed {
+        Ok(decoded) => decoded,
+        // @kafkajs/confluent-schema-registry writes no message-index path: the body follows
+        // the schema id at once. When the path read does not lead to a message that decodes,
+        // the whole body is read as the file's first message (what that library encodes).
+        Err(reason) => pool
+            .get_file_by_name(file)
+            .and_then(|f| f.messages().next())
+            .and_then(|first| DynamicMessage::decode(first, body).ok())
+            .ok_or(reason)?,
+    };
     // Numbers as numbers (int64 too: stock is one), and every field, zeros included (a
     // proto3 stock of 0 is not written on the wire but is still the stock).
     let options = SerializeOptions::new().stringify_64_bit_integers(false).skip_default_fields(false);
