@@ -1139,6 +1139,76 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_registry_settings() {
+        assert!(load(&[]).unwrap().schema_registry.is_none());
+        let c = load(&[
+            ("SCHEMA_REGISTRY_URL", "https://registry:8443/apis/ccompat/v7"),
+            ("SCHEMA_REGISTRY_USERNAME", "bridge"),
+            ("SCHEMA_REGISTRY_PASSWORD", "hunter2-registry"),
+        ])
+        .unwrap();
+        let r = c.schema_registry.clone().unwrap();
+        assert_eq!(
+            (r.username.as_deref(), r.password.as_deref(), r.cache_size),
+            (Some("bridge"), Some("hunter2-registry"), 1000)
+        );
+        assert!(!format!("{c:?}").contains("hunter2-registry"), "the password is never printed");
+        let refused = |pairs: &[(&str, &str)], var: &str| {
+            let err = load(pairs).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { var: v, .. } if *v == var), "{err}");
+        };
+        refused(&[("SCHEMA_REGISTRY_URL", "registry:8081")], "SCHEMA_REGISTRY_URL");
+        refused(
+            &[
+                ("SCHEMA_REGISTRY_URL", "http://r"),
+                ("SCHEMA_REGISTRY_USERNAME", "u"),
+                ("SCHEMA_REGISTRY_TOKEN", "t"),
+            ],
+            "SCHEMA_REGISTRY_TOKEN",
+        );
+        refused(
+            &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_PASSWORD", "p")],
+            "SCHEMA_REGISTRY_PASSWORD",
+        );
+        refused(
+            &[("SCHEMA_REGISTRY_URL", "http://r"), ("SCHEMA_REGISTRY_CACHE_SIZE", "0")],
+            "SCHEMA_REGISTRY_CACHE_SIZE",
+        );
+    }
+
+    #[test]
+    fn a_mapping_file_adds_its_topics_and_a_bad_one_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("mapping-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[[source]]\ntopic = \"shop.orders\"\nevent = \"order.created\"\n").unwrap();
+        let c = load(&[("EVENT_MAPPING_FILE", good.to_str().unwrap())]).unwrap();
+        assert!(c.kafka.topics.contains(&"shop.orders".to_owned()), "{:?}", c.kafka.topics);
+        assert_eq!(c.mapping.file_sources(), 1);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[[source]]\ntopic = \"shop.orders\"\nevent = \"orders\"\n").unwrap();
+        let err = load(&[("EVENT_MAPPING_FILE", bad.to_str().unwrap())]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("EVENT_MAPPING_FILE: ") && err.contains("bad.toml: line 3: event:"),
+            "{err}"
+        );
+        // A source reading the dead-letter topic would feed refused records back.
+        std::fs::write(&good, "[[source]]\ntopic = \"realtime-bridge.dlq\"\nevent = \"order.created\"\n").unwrap();
+        let err = load(&[("EVENT_MAPPING_FILE", good.to_str().unwrap())]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "KAFKA_DLQ_TOPIC",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_shutdown_delay_must_leave_time_for_the_drain() {
         let c = load(&[("SHUTDOWN_DELAY_SECS", "5")]).unwrap();
         assert_eq!(

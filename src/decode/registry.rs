@@ -289,3 +289,173 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A registry answering from a script: each request gets the next (status, body), the
+    /// last one repeating; every request line and its Authorization header are kept.
+    async fn scripted(answers: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (seen2, count2) = (seen.clone(), count.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let auth = request
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .unwrap_or("")
+                    .to_owned();
+                seen2
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} | {auth}", request.lines().next().unwrap_or("")));
+                let i = count2.fetch_add(1, Ordering::SeqCst).min(answers.len() - 1);
+                let (status, body) = &answers[i];
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        (url, seen, count)
+    }
+
+    fn registry(url: &str) -> Registry {
+        Registry::new(&RegistryConfig {
+            url: url.to_owned(),
+            username: Some("bridge".into()),
+            password: Some("s3cret".into()),
+            token: None,
+            ca_file: None,
+            cache_size: 2,
+        })
+        .unwrap()
+    }
+
+    const AVRO: &str = r#"{"schema": "{\"type\": \"string\"}"}"#;
+
+    #[tokio::test]
+    async fn an_unavailable_registry_is_waited_for_then_each_id_fetched_once() {
+        let (url, seen, count) = scripted(vec![(503, "{}".into()), (500, "{}".into()), (200, AVRO.into())]).await;
+        let r = registry(&url);
+        let mut waits = Vec::new();
+        let schemas = r
+            .resolve([7, 7, 7], &CancellationToken::new(), |reason, _| waits.push(reason.to_owned()))
+            .await
+            .unwrap();
+        assert!(matches!(schemas.0[&7].as_ref(), Ok(Schema::Avro { .. })));
+        assert_eq!(waits.len(), 2, "{waits:?}");
+        assert!(
+            waits[0].contains("/apis/ccompat/v7/schemas/ids/7") && waits[0].contains("503"),
+            "{waits:?}"
+        );
+        // Cached: no further request, however many records name it.
+        r.resolve([7], &CancellationToken::new(), |_, _| panic!("no wait")).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        let seen = seen.lock().unwrap();
+        assert!(seen[2].starts_with("GET /apis/ccompat/v7/schemas/ids/7 HTTP/1.1 | "), "{seen:?}");
+        // Basic bridge:s3cret.
+        assert!(seen[2].ends_with("Basic YnJpZGdlOnMzY3JldA=="), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn not_found_and_unreadable_schemas_are_answers_not_waits() {
+        let (url, _, count) = scripted(vec![(404, r#"{"error_code": 40403}"#.into())]).await;
+        let r = registry(&url);
+        let schemas = r
+            .resolve([9], &CancellationToken::new(), |_, _| panic!("a 404 is an answer"))
+            .await
+            .unwrap();
+        assert_eq!(schemas.0[&9].as_ref().as_ref().unwrap_err(), "not found in the registry");
+        // Remembered for a while: asked once.
+        r.resolve([9], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let (url, _, _) = scripted(vec![(200, r#"{"schema": "nope", "schemaType": "AVRO"}"#.into())]).await;
+        let schemas = registry(&url).resolve([3], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert!(schemas.0[&3].as_ref().as_ref().unwrap_err().starts_with("not a valid Avro schema"));
+        let (url, _, _) = scripted(vec![(200, r#"{"schema": "{}", "schemaType": "XML"}"#.into())]).await;
+        let schemas = registry(&url).resolve([4], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert!(schemas.0[&4].as_ref().as_ref().unwrap_err().contains("XML"));
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_a_cancelled_wait_gives_nothing() {
+        let (url, _, count) = scripted(vec![(200, AVRO.into())]).await;
+        let r = registry(&url);
+        r.resolve([1, 2, 3], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert_eq!(r.cache.lock().unwrap().entries.len(), 2, "capacity 2: the oldest evicted");
+        r.resolve([1], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 4, "1 was evicted, so fetched again");
+        let (url, _, _) = scripted(vec![(503, "{}".into())]).await;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let r = registry(&url);
+        assert!(r.resolve([5], &cancel, |_, _| stop.cancel()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_is_sent_as_one() {
+        let (url, seen, _) = scripted(vec![(200, AVRO.into())]).await;
+        let r = Registry::new(&RegistryConfig {
+            url,
+            username: None,
+            password: None,
+            token: Some("tok-123".into()),
+            ca_file: None,
+            cache_size: 10,
+        })
+        .unwrap();
+        r.resolve([1], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert!(seen.lock().unwrap()[0].ends_with("Bearer tok-123"));
+        // A CA file that is not there fails the start, naming the variable.
+        let err = Registry::new(&RegistryConfig {
+            url: "https://127.0.0.1:1".into(),
+            username: None,
+            password: None,
+            token: None,
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            cache_size: 10,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("SCHEMA_REGISTRY_CA_FILE \"/nonexistent/ca.pem\""),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn references_are_fetched_dependencies_first() {
+        let customer =
+            r#"{\"type\":\"record\",\"name\":\"Customer\",\"namespace\":\"shop\",\"fields\":[{\"name\":\"id\",\"type\":\"long\"}]}"#;
+        let order =
+            r#"{\"type\":\"record\",\"name\":\"Order\",\"namespace\":\"shop\",\"fields\":[{\"name\":\"c\",\"type\":\"shop.Customer\"}]}"#;
+        let (url, seen, _) = scripted(vec![
+            (
+                200,
+                format!(
+                    r#"{{"schema": "{order}", "references": [{{"name": "shop.Customer", "subject": "shop/customer", "version": 2}}]}}"#
+                ),
+            ),
+            (200, format!(r#"{{"schema": "{customer}"}}"#)),
+        ])
+        .await;
+        let schemas = registry(&url).resolve([11], &CancellationToken::new(), |_, _| {}).await.unwrap();
+        assert!(schemas.0[&11].is_ok(), "{:?}", schemas.0[&11]);
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen[1].starts_with("GET /apis/ccompat/v7/subjects/shop%2Fcustomer/versions/2 "),
+            "{seen:?}"
+        );
+    }
+}
