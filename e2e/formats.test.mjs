@@ -40,6 +40,12 @@ event = "{header:eventType}"
 OrderShipped = "order.updated"
 
 [[source]]
+topic = "ref.orders"
+event = "order.updated"
+[source.fields]
+buyerId = "/customer/id"
+
+[[source]]
 topic = "ce.orders"
 event = "{ce:type}"
 [source.events]
@@ -113,7 +119,7 @@ describe("bring your records", () => {
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "e2e-formats-"));
     [broker, apicurio] = await Promise.all([startBroker(), startApicurio()]);
-    await broker.createTopics(["order.updated", "shop.orders", "outbox.event.order", "ce.orders", DLQ], 1);
+    await broker.createTopics(["order.updated", "shop.orders", "outbox.event.order", "ce.orders", "ref.orders", DLQ], 1);
     nginx = await startAuthProxy(apicurio.port, { user: USER, password: PASSWORD });
     // The bridge reaches the registry through a proxy the outage test can cut; producers
     // go to nginx directly.
@@ -203,6 +209,33 @@ describe("bring your records", () => {
     await waitFor(() => orders(kim).length >= 2, { what: "kim's two orders" });
     const [a, p] = orders(kim);
     assert.deepEqual([a.data.orderId, a.data.reason, p.data.orderId, p.data.buyerId], ["K-avro", "gift", "K-protobuf", "kim"]);
+  });
+
+  test("an Avro schema with a reference, through the registry's ccompat API, is resolved", async () => {
+    const rex = await buyer("rex");
+    const js = new SchemaRegistry({ host: apicurio.url });
+    const customer = await js.register({
+      type: SchemaType.AVRO,
+      schema: JSON.stringify({ type: "record", name: "Customer", namespace: "com.shop.ref", fields: [{ name: "id", type: "string" }] }),
+    }, { subject: "com.shop.ref.Customer" });
+    const { version } = await (await fetch(`${apicurio.url}/subjects/com.shop.ref.Customer/versions/latest`)).json();
+    const order = await js.register({
+      type: SchemaType.AVRO,
+      schema: JSON.stringify({ type: "record", name: "RefOrder", namespace: "com.shop.ref", fields: [
+        { name: "orderId", type: "string" }, { name: "customer", type: "com.shop.ref.Customer" }, { name: "status", type: "string" }] }),
+      references: [{ name: "com.shop.ref.Customer", subject: "com.shop.ref.Customer", version }],
+    }, { subject: "ref-order-avro" });
+    assert.notEqual(order.id, customer.id);
+    const kafka = await producer(broker.brokers);
+    try {
+      await kafka.sendRaw("ref.orders", [{ value: await js.encode(order.id, { orderId: "X-avro", customer: { id: "rex" }, status: "paid" }) }]);
+    } finally {
+      await kafka.disconnect();
+    }
+    await waitFor(() => orders(rex).length >= 1, { what: "rex's order (a schema with a reference)" }).catch((e) => {
+      throw new Error(`${e.message}: ${JSON.stringify(bridge.logs.filter((l) => l.message === "record is not a valid event").map((l) => l.error).slice(-3))}`);
+    });
+    assert.deepEqual([orders(rex)[0].data.orderId, orders(rex)[0].data.buyerId], ["X-avro", "rex"]);
   });
 
   test("a schema evolution mid-stream (v2 adds a field) is read in order", async () => {
