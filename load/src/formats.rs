@@ -23,6 +23,16 @@ const AVRO: &str = r#"{"type":"record","name":"Order","namespace":"load","fields
 const PROTO: &str = r#"syntax = "proto3"; package load;
 message Order { string orderId = 1; string buyerId = 2; string status = 3; string previousStatus = 4; }"#;
 
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Avro => "avro",
+            Format::Protobuf => "protobuf",
+        }
+    }
+}
+
 /// Encodes the ingest scenario's orders.
 pub enum Encoder {
     /// JSON text.
@@ -34,7 +44,7 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// Registers the format's schema under `<topic>-value` in `registry` (none for JSON).
+    /// Registers the format's schema under `<topic>-<format>-value` in `registry` (none for JSON).
     pub async fn new(format: Format, registry: Option<&str>, topic: &str) -> anyhow::Result<Encoder> {
         if format == Format::Json {
             return Ok(Encoder::Json);
@@ -46,7 +56,13 @@ impl Encoder {
             _ => serde_json::json!({"schema": PROTO, "schemaType": "PROTOBUF"}),
         };
         let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/subjects/{topic}-value/versions", registry.trim_end_matches('/')))
+            // A subject per format: a registry types a subject by its first schema.
+            .post(format!(
+                "{}/subjects/{topic}-{}-value/versions",
+                registry.trim_end_matches('/'),
+                format.name()
+            ))
+            .timeout(std::time::Duration::from_secs(30))
             .header("content-type", "application/vnd.schemaregistry.v1+json")
             .json(&body)
             .send()
