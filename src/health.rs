@@ -24,7 +24,7 @@ pub struct Health {
     redis: AtomicU8,
     consumer_restarts: AtomicU64,
     dead_letter_stuck: AtomicBool,
-    /// `None`: no registry configured; `Some(stuck)`.
+    /// The schema registry: disabled (none configured), ok, or failing (records waiting).
     registry: AtomicU8,
     failed_task: Mutex<Option<&'static str>>,
     /// Members the consumer group had at the last listing (0: not listed; only without
