@@ -60,6 +60,7 @@ pub struct App {
 /// The decoding stage of `config`: its mapping, and the registry client when
 /// `SCHEMA_REGISTRY_URL` is set.
 fn decoder(config: &Config, health: &Health) -> anyhow::Result<crate::decode::Decoder> {
+    crate::decode::confluent::limit_allocations(config.kafka.max_record_bytes);
     let registry = match &config.schema_registry {
         Some(registry) => {
             health.enable_registry();

@@ -31,6 +31,8 @@ pub async fn check(file: &str, record: Option<TryRecord>, registry: Option<Regis
     let Some(record) = record else {
         return Ok((out, true));
     };
+    // As the service bounds it by KAFKA_MAX_RECORD_BYTES: nothing in a record claims more.
+    crate::decode::confluent::limit_allocations(record.value.len().max(1024));
     let decoder = Decoder::new(mapping, registry.map(Arc::new));
     let headers: Vec<(&str, &[u8])> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
     let input = Input {

@@ -148,6 +148,17 @@ fn descriptor_of(text: &str) -> Option<prost_reflect::prost_types::FileDescripto
     prost_reflect::prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok()
 }
 
+/// Bounds what one Avro body may make the decoder allocate, from the record size limit
+/// (`record_bytes`): 64 × that, room for every honest value (a value in memory is at most 64
+/// bytes for each byte it takes on the wire, but for `null`s and empty records, which take
+/// none). Without it a corrupt body of a few bytes can claim millions of array items of
+/// `null` and apache-avro's default bound (512 MiB of values) lets it allocate hundreds of
+/// megabytes and fill them. Process wide and set once: the first call (or the first decode,
+/// which fixes the default) wins — `app` calls it before the consumer starts.
+pub fn limit_allocations(record_bytes: usize) {
+    apache_avro::util::max_allocation_bytes(record_bytes.saturating_mul(64));
+}
+
 /// Decodes a body (the bytes after the schema id) with its schema.
 pub fn decode_body(id: u32, schema: &Schema, body: &[u8]) -> Result<(Value, Format), DecodeError> {
     match schema {
