@@ -12,6 +12,11 @@
 //! being skipped. See docs/architecture.md, "The delivery path", for why batching loses
 //! and reorders nothing.
 //!
+//! A batch whose records name schemas (the Confluent wire format) first has them fetched —
+//! cached, once per id — and waits while the registry is unavailable: a dependency that is
+//! down holds the partition up (the node turns not ready after 10 s), it never makes a record
+//! a dead letter. Decoding itself is then pure.
+//!
 //! Nothing in a record can stop this loop: parsing and routing a record run under a panic guard,
 //! and a record whose handling panics (a bug) is dead-lettered like an invalid one, so it
 //! neither kills the consumer nor poisons the next group member that gets its partition.
@@ -350,8 +355,8 @@ async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Can
     batch.len()
 }
 
-/// Parses and routes one record under a panic guard: a record whose handling panics (a
-/// bug) is dead-lettered like an invalid one.
+/// Decodes, maps and routes one record under a panic guard: a record whose handling panics
+/// (a bug) is dead-lettered like an invalid one.
 fn prepare(m: &BorrowedMessage<'_>, sinks: &Sinks, schemas: &Schemas) -> Prepared {
     if m.topic() == sinks.dead_letters.topic() {
         // Configuration refuses a subscription matching the DLQ; this guards against a
