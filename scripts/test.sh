@@ -74,6 +74,7 @@ APICURIO_VERSION=3.3.3
 export APICURIO_HOME="$CACHE/apicurio-$APICURIO_VERSION"
 if [ ! -f "$APICURIO_HOME/quarkus-run.jar" ]; then
   step "fetching Apicurio Registry $APICURIO_VERSION from Maven Central (once per machine)"
+  mkdir -p "$CACHE"
   (cd "$CACHE" && mvn -q -B dependency:get -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" -Dtransitive=false)
   rm -rf "$APICURIO_HOME.partial" && mkdir -p "$APICURIO_HOME.partial"
   tar xzf "$HOME/.m2/repository/io/apicurio/apicurio-registry-app/$APICURIO_VERSION/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_HOME.partial"
