@@ -3,16 +3,16 @@
 //! RFC 3339 text, decimals numbers (scaled by their schema), UUIDs text; bytes base64.
 
 use apache_avro::Schema;
-use apache_avro::schema::NamesRef;
+use apache_avro::schema::Names;
 use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
 /// `value`, written with `schema` (its named types in `names`), as JSON.
-pub fn to_json(value: Avro, schema: &Schema, names: &NamesRef<'_>) -> Value {
+pub fn to_json(value: Avro, schema: &Schema, names: &Names) -> Value {
     // A reference to a named type: the type itself (bounded: names resolve to non-refs).
     let schema = match schema {
-        Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
+        Schema::Ref { name } => names.get(name).unwrap_or(schema),
         other => other,
     };
     match (value, schema) {
@@ -161,8 +161,9 @@ mod tests {
             ("updatedAt".into(), Avro::TimestampMillis(1_795_359_845_123)),
         ]);
         let resolved = apache_avro::schema::ResolvedSchema::try_from(&schema).unwrap();
+        let names = resolved.get_names().iter().map(|(n, s)| (n.clone(), (*s).clone())).collect();
         assert_eq!(
-            to_json(value, &schema, resolved.get_names()),
+            to_json(value, &schema, &names),
             json!({"orderId": "o-1", "totalAmount": 12.34, "updatedAt": "2026-11-22T15:04:05.123Z"})
         );
     }

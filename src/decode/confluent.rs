@@ -57,6 +57,9 @@ pub enum Schema {
         schema: apache_avro::Schema,
         /// The referenced schemas, in dependency order.
         references: Vec<apache_avro::Schema>,
+        /// Every named type, resolved once here: what turning a value into JSON looks
+        /// references up in (the reader resolves its own borrowed copy per record).
+        names: apache_avro::schema::Names,
     },
     /// A Protobuf file (and its imports) compiled to descriptors.
     Protobuf {
@@ -87,11 +90,12 @@ impl Schema {
             Kind::Avro => {
                 let (schema, references) = apache_avro::Schema::parse_str_with_list(text, references.iter().map(|(_, t)| t.as_str()))
                     .map_err(|e| format!("not a valid Avro schema: {e}"))?;
-                // Resolving once here proves every named type is there.
+                // Resolving here also proves every named type is there.
                 let mut all: Vec<&apache_avro::Schema> = references.iter().collect();
                 all.push(&schema);
-                ResolvedSchema::new_with_schemata(all).map_err(|e| format!("Avro schema does not resolve: {e}"))?;
-                Ok(Schema::Avro { schema, references })
+                let resolved = ResolvedSchema::new_with_schemata(all).map_err(|e| format!("Avro schema does not resolve: {e}"))?;
+                let names = resolved.get_names().iter().map(|(n, s)| (n.clone(), (*s).clone())).collect();
+                Ok(Schema::Avro { schema, references, names })
             }
             Kind::Protobuf => {
                 let file = format!("registry-schema-{id}.proto");
@@ -162,8 +166,8 @@ pub fn limit_allocations(record_bytes: usize) {
 /// Decodes a body (the bytes after the schema id) with its schema.
 pub fn decode_body(id: u32, schema: &Schema, body: &[u8]) -> Result<(Value, Format), DecodeError> {
     match schema {
-        Schema::Avro { schema, references } => {
-            avro(schema, references, body)
+        Schema::Avro { schema, references, names } => {
+            avro(schema, references, names, body)
                 .map(|v| (v, Format::Avro))
                 .map_err(|reason| DecodeError::Body {
                     format: "avro",
@@ -188,12 +192,17 @@ pub fn decode_body(id: u32, schema: &Schema, body: &[u8]) -> Result<(Value, Form
     }
 }
 
-fn avro(schema: &apache_avro::Schema, references: &[apache_avro::Schema], body: &[u8]) -> Result<Value, String> {
+fn avro(
+    schema: &apache_avro::Schema,
+    references: &[apache_avro::Schema],
+    names: &apache_avro::schema::Names,
+    body: &[u8],
+) -> Result<Value, String> {
     let mut all: Vec<&apache_avro::Schema> = references.iter().collect();
     all.push(schema);
     let resolved = ResolvedSchema::new_with_schemata(all).map_err(|e| e.to_string())?;
     let reader = GenericDatumReader::builder(schema)
-        .resolved_writer_schemata(resolved.clone())
+        .resolved_writer_schemata(resolved)
         .build()
         .map_err(|e| e.to_string())?;
     let mut rest = body;
@@ -201,7 +210,7 @@ fn avro(schema: &apache_avro::Schema, references: &[apache_avro::Schema], body: 
     if !rest.is_empty() {
         return Err(format!("{} bytes after the value", rest.len()));
     }
-    Ok(super::avro::to_json(value, schema, resolved.get_names()))
+    Ok(super::avro::to_json(value, schema, names))
 }
 
 fn protobuf(pool: &DescriptorPool, file: &str, body: &[u8]) -> Result<Value, String> {

@@ -263,18 +263,23 @@ const REGISTRY_STUCK_AFTER: Duration = Duration::from_secs(10);
 /// The schemas the batch's records name, fetched (or taken from the cache) before any is
 /// decoded; while the registry is unavailable this waits, and the node turns not ready
 /// after [`REGISTRY_STUCK_AFTER`]. `None` when `cancel` fires first.
-async fn fetch_schemas(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &CancellationToken) -> Option<Schemas> {
+async fn fetch_schemas(
+    batch: &[BorrowedMessage<'_>],
+    headers: &[Vec<(&str, &[u8])>],
+    sinks: &Sinks,
+    cancel: &CancellationToken,
+) -> Option<Schemas> {
     let Some(registry) = sinks.delivery.decoder().registry() else {
         return Some(Schemas::default());
     };
     let ids: Vec<u32> = batch
         .iter()
-        .filter_map(|m| {
-            let headers = headers(m);
+        .zip(headers)
+        .filter_map(|(m, headers)| {
             crate::decode::schema_id(&Input {
                 topic: m.topic(),
                 key: None,
-                headers: &headers,
+                headers,
                 payload: m.payload(),
             })
         })
@@ -303,10 +308,16 @@ async fn fetch_schemas(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Ca
 /// the dead-letter topic cannot take. Returns how many records, from the first, are
 /// settled: all unless `cancel` fired during a retry.
 async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &CancellationToken) -> usize {
-    let Some(schemas) = fetch_schemas(batch, sinks, cancel).await else {
+    // Each record's headers read once: for the schema ids, then for decoding.
+    let headers: Vec<Vec<(&str, &[u8])>> = batch.iter().map(headers).collect();
+    let Some(schemas) = fetch_schemas(batch, &headers, sinks, cancel).await else {
         return 0;
     };
-    let mut prepared: Vec<Prepared> = batch.iter().map(|m| prepare(m, sinks, &schemas)).collect();
+    let mut prepared: Vec<Prepared> = batch
+        .iter()
+        .zip(&headers)
+        .map(|(m, headers)| prepare(m, headers, sinks, &schemas))
+        .collect();
     let mut start = 0;
     for end in 0..=batch.len() {
         if end < batch.len() && !matches!(prepared[end], Prepared::Rejected(_)) {
@@ -357,15 +368,14 @@ async fn settle_batch(batch: &[BorrowedMessage<'_>], sinks: &Sinks, cancel: &Can
 
 /// Decodes, maps and routes one record under a panic guard: a record whose handling panics
 /// (a bug) is dead-lettered like an invalid one.
-fn prepare(m: &BorrowedMessage<'_>, sinks: &Sinks, schemas: &Schemas) -> Prepared {
+fn prepare(m: &BorrowedMessage<'_>, headers: &[(&str, &[u8])], sinks: &Sinks, schemas: &Schemas) -> Prepared {
     if m.topic() == sinks.dead_letters.topic() {
         // Configuration refuses a subscription matching the DLQ; this guards against a
         // pattern librdkafka reads differently, so bad records never loop.
         tracing::warn!(topic = m.topic(), offset = m.offset(), "ignoring a record of the dead-letter topic");
         return Prepared::Ignored;
     }
-    let headers = headers(m);
-    let rec = record(m, &headers);
+    let rec = record(m, headers);
     let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if sinks.faults.fire(Fault::RecordPanic) {
             panic!("injected fault: handling a record");
